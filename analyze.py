@@ -17,14 +17,12 @@ Output: <out>/report.md, <out>/*.png, <out>/results.json, <out>/cache/ (sampled 
 from __future__ import annotations
 
 import argparse
-import glob
 import hashlib
 import json
 import math
-import os
 import re
-import sys
 import time
+import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -178,7 +176,8 @@ def bootstrap_ci(values_per_problem, stat_fn=None, n_boot: int = 1000, seed: int
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(v), size=(n_boot, len(v)))                          # [B, P]
     stats = np.stack([np.asarray(stat_fn(v[i]), dtype=np.float64) for i in idx])   # [B, ...]
-    with np.errstate(all="ignore"):  # resamples where the statistic is undefined (nan) are ignored
+    with warnings.catch_warnings():  # resamples where the statistic is undefined (nan) are ignored
+        warnings.simplefilter("ignore", RuntimeWarning)
         lo, hi = np.nanpercentile(stats, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0)
     return (float(lo), float(hi)) if np.ndim(lo) == 0 else (lo, hi)
 

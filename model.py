@@ -177,29 +177,45 @@ def _pad_left(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tens
     return ids, mask
 
 
+def _cache_kwarg(model) -> str:
+    """The name under which this transformers version takes the KV cache: 5.24+ calls it
+    `cache` (`past_key_values` is deprecated); older 5.x releases only know `past_key_values`
+    and would silently ignore `cache` (every token decoded without its context)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 @torch.no_grad()
-def _sample_chunk(model, tok, prompt_ids, temperature, top_p, max_new_tokens, stop, stop_ids,
+def _sample_chunk(model, tok, prompt_ids, n, temperature, top_p, max_new_tokens, stop, stop_ids,
                   generator, min_new_tokens=0):
-    """Sample one response per row of `prompt_ids` with a KV cache; finished rows are dropped
-    from the batch (and the cache) as they end, so short answers cost nothing afterwards."""
+    """Sample `n` responses per row of `prompt_ids` with a KV cache. Each prompt is processed
+    once and its cache repeated n times; finished rows are dropped from the batch (and the
+    cache) as they end, so short answers cost nothing afterwards.
+    Everything stays on the model's device; the host waits once per token (to learn which rows
+    ended), plus the decoding of recent tokens when stop strings are given."""
     from transformers import DynamicCache
 
     dev = next(model.parameters()).device
     ids, mask = _pad_left(prompt_ids, tok.pad_token_id)
     ids, mask = ids.to(dev), mask.to(dev)
-    B = ids.shape[0]
-    out = torch.full((B, max_new_tokens), tok.pad_token_id, dtype=torch.long)   # [B, T]
-    out_logp = torch.zeros((B, max_new_tokens))                                  # [B, T]
-    lengths = torch.zeros(B, dtype=torch.long)
-    finished = torch.zeros(B, dtype=torch.bool)
+    B = ids.shape[0] * n
+    out = torch.full((B, max_new_tokens), tok.pad_token_id, dtype=torch.long, device=dev)  # [B, T]
+    out_logp = torch.zeros((B, max_new_tokens), device=dev)                      # [B, T]
+    lengths = torch.zeros(B, dtype=torch.long, device=dev)                       # [B]
+    finished = torch.zeros(B, dtype=torch.bool, device=dev)                      # [B]
     stop_ids_t = torch.tensor(stop_ids, device=dev)
     max_stop = max((len(s) for s in stop), default=0)
+    kv = _cache_kwarg(model)
 
-    alive = torch.arange(B)                      # original row of each row still in the batch
+    rows = torch.arange(B, device=dev)           # original row of each row still in the batch
     cache = DynamicCache(config=model.config)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)                                      # [B, P]
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
-                   use_cache=True, logits_to_keep=1).logits[:, -1, :]            # [B, V]
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                   logits_to_keep=1, **{kv: cache}).logits[:, -1, :]              # [B/n, V]
+    if n > 1:  # one prefill per prompt, then n copies of its cache
+        cache.batch_repeat_interleave(n)
+        logits, mask, pos = (x.repeat_interleave(n, dim=0) for x in (logits, mask, pos))
     next_pos = pos[:, -1:] + 1                                                    # [B, 1]
     for t in range(max_new_tokens):
         z = logits.float() / (temperature if temperature > 0 else 1.0)          # [b, V]
@@ -211,37 +227,35 @@ def _sample_chunk(model, tok, prompt_ids, temperature, top_p, max_new_tokens, st
         else:
             probs = top_p_filter(z, top_p).softmax(-1)                            # [b, V]
             tok_t = torch.multinomial(probs, 1, generator=generator).squeeze(-1) # [b]
-        rows = alive
-        out[rows, t] = tok_t.cpu()
-        out_logp[rows, t] = logp_all.gather(-1, tok_t[:, None]).squeeze(-1).cpu()
+        out[rows, t] = tok_t
+        out_logp[rows, t] = logp_all.gather(-1, tok_t[:, None]).squeeze(-1)
         lengths[rows] += 1
-        done = torch.isin(tok_t, stop_ids_t).cpu()                                # [b]
+        done = torch.isin(tok_t, stop_ids_t)                                      # [b]
         if max_stop:
-            tails = tok.batch_decode([out[r, max(0, t + 1 - max_stop):t + 1].tolist()
-                                      for r in rows.tolist()], skip_special_tokens=True)
-            done |= torch.tensor([any(s in tail for s in stop) for tail in tails])
+            tails = tok.batch_decode(out[rows, max(0, t + 1 - max_stop):t + 1].tolist(),
+                                     skip_special_tokens=True)
+            done |= torch.tensor([any(s in tail for s in stop) for tail in tails], device=dev)
         finished[rows[done]] = True
         if t == max_new_tokens - 1:
             break
-        keep = (~done).nonzero().squeeze(-1)                                      # [b']
+        keep = (~done).nonzero().squeeze(-1)                                      # [b'] (syncs)
         if keep.numel() == 0:
             break
         if keep.numel() < rows.numel():  # drop finished rows from the batch and the cache
-            keep_dev = keep.to(dev)
-            cache.batch_select_indices(keep_dev)
-            mask, next_pos, tok_t = mask[keep_dev], next_pos[keep_dev], tok_t[keep_dev]
-            alive = rows[keep]
+            cache.batch_select_indices(keep)
+            mask, next_pos, tok_t, rows = mask[keep], next_pos[keep], tok_t[keep], rows[keep]
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)       # [b, L+1]
         logits = model(input_ids=tok_t[:, None], attention_mask=mask, position_ids=next_pos,
-                       cache=cache, use_cache=True).logits[:, -1, :]              # [b, V]
+                       use_cache=True, **{kv: cache}).logits[:, -1, :]            # [b, V]
         next_pos = next_pos + 1
-    return out, out_logp, lengths, finished
+    return out.cpu(), out_logp.cpu(), lengths.cpu(), finished.cpu()
 
 
 def sample(model, tok, prompts: list[str], n: int = 1, temperature: float = 1.0,
            top_p: float = 1.0, max_new_tokens: int = 128, stop: list[str] | None = None,
            batch_size: int = 64, seed: int | None = None, min_new_tokens: int = 0) -> Rollout:
-    """Sample `n` responses for each prompt (ordered prompt by prompt).
+    """Sample `n` responses for each prompt (ordered prompt by prompt), decoding about
+    `batch_size` sequences at a time (whole groups of n; each prompt is prefilled once).
 
     temperature 0 means greedy decoding (then `old_logp` is under the unscaled logits).
     The sampling log-probs (`old_logp`) are taken under the temperature-scaled distribution
@@ -260,12 +274,13 @@ def sample(model, tok, prompts: list[str], n: int = 1, temperature: float = 1.0,
     enc = tok(list(prompts), add_special_tokens=True)["input_ids"]
     rows = [p for p in enc for _ in range(n)]
     index = [i for i in range(len(prompts)) for _ in range(n)]
+    per_chunk = max(1, batch_size // n)  # prompts per decoding batch
     stop_ids = eos_ids(model, tok)
     was_training = model.training
     model.eval()
     chunks = []
-    for c in range(0, len(rows), batch_size):
-        chunks.append(_sample_chunk(model, tok, rows[c:c + batch_size], temperature, top_p,
+    for c in range(0, len(enc), per_chunk):
+        chunks.append(_sample_chunk(model, tok, enc[c:c + per_chunk], n, temperature, top_p,
                                     max_new_tokens, stop, stop_ids, generator, min_new_tokens))
     model.train(was_training)
     resp = torch.cat([c[0] for c in chunks])                                      # [N, Tmax]

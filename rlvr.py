@@ -91,18 +91,18 @@ class Config:
     dtype: str = "auto"            # model weights dtype: auto (CUDA bf16, CPU fp32) | fp32 | bf16
     threads: int = 1               # torch CPU threads (0: torch's default; 1 is by far the fastest on a shared 2-core CPU)
     max_minutes: float = 19.0      # wall-clock budget: stop early (final eval + checkpoint) when reached (0: none)
-    steps: int = 150               # GRPO steps (one rollout batch and its update each)
+    steps: int = 250               # GRPO steps (one rollout batch and its update each; --max-minutes may stop earlier)
     prompts_per_step: int = 16     # prompts per step
     group_size: int = 8            # G: completions per prompt
     max_new_tokens: int = 56       # response length cap (tokens; toy solutions are <= 50)
     temperature: float = 1.0       # sampling temperature
     top_p: float = 1.0             # nucleus sampling
     gen_batch_size: int = 128      # sequences sampled together
-    lr: float = 5e-4               # AdamW learning rate (after warm-up)
+    lr: float = 1e-4               # AdamW learning rate (after warm-up; toy base: 3e-4+ collapses to "<answer>0")
     warmup_steps: int = 5          # linear learning-rate warm-up
     weight_decay: float = 0.0      # AdamW weight decay
     scale_rewards: str = "group"   # advantage scale: group std (GRPO) | batch std | none (Dr. GRPO)
-    drop_zero_std: bool = True     # skip groups whose rewards are all equal (zero advantage) in the update (DAPO dynamic sampling, no refill)
+    drop_zero_std: bool = False    # remove equal-reward groups from the batch and its loss denominators (DAPO dynamic sampling, no refill); they are never computed either way
     format_reward: float = 0.0     # reward for a wrong answer in a well-formed <answer>..</answer>
     clip_low: float = 0.2          # PPO clip below: ratio >= 1 - clip_low
     clip_high: float = 0.2         # PPO clip above: ratio <= 1 + clip_high (0.28 = DAPO)
@@ -204,7 +204,8 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group
 def varied_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     """[N] bool: True for samples whose group's rewards are not all equal. The others have zero
     advantage, so they add nothing to the policy gradient (only to the loss denominators, the KL
-    and the entropy terms); dropping them is the cheap half of DAPO's dynamic sampling."""
+    and the entropy terms); removing them from the batch is the cheap half of DAPO's dynamic
+    sampling (`--drop-zero-std`)."""
     r = rewards.view(-1, group_size)                                              # [B, G]
     varied = (r.max(-1).values - r.min(-1).values) > 0                            # [B]
     return varied.repeat_interleave(group_size)                                   # [N]
@@ -347,6 +348,11 @@ def update_policy(model, optimizer, experiences: list[Experience], cfg: PGConfig
     denominators (tokens or sequences) are those of the whole minibatch across all experiences,
     so micro-batching never changes the gradient. Then grad-norm clip and one optimizer step.
 
+    Rows whose advantage is exactly 0 (every row of a group with equal rewards) contribute
+    exactly zero loss and gradient when there is no KL or entropy term, so they are not
+    forwarded at all — but still counted in the denominators: the gradient is the same as
+    processing them (TRL does), only cheaper. Their entropy is logged from a no-grad forward.
+
     old_logp: with one optimizer step per batch (inner_epochs = minibatches = 1, the default)
     the policy that sampled IS the policy being differentiated, so old_logp := logp.detach(),
     which is exactly what a no-grad recomputation (veRL) would give, for free: the ratio is
@@ -360,9 +366,10 @@ def update_policy(model, optimizer, experiences: list[Experience], cfg: PGConfig
     samples of toy arithmetic at T=1, 4.4k tokens): max |diff| 1.3e-5 with an fp32 update, but
     7.3e-2 (mean 2.1e-3, ratios 0.94..1.08) with the default bf16 autocast.
 
-    Returns stats: loss, clip_low_frac, clip_high_frac, clip_frac, ratio_mean, kl, entropy (token
-    mean of the full-vocabulary entropy before the update), grad_norm (mean over steps),
-    logp_mismatch_max, tokens, sequences, optimizer_steps.
+    Returns stats: loss, clip_low_frac, clip_high_frac, clip_frac, ratio_mean, kl (token means
+    over the processed rows), entropy (token mean over ALL rows of the full-vocabulary entropy of
+    the policy that sampled), grad_norm (mean over steps), logp_mismatch_max, tokens, sequences,
+    skipped_frac (rows skipped for zero advantage), optimizer_steps.
     """
     check_pg_config(cfg)
     exps = [e for e in experiences if len(e)]
@@ -370,6 +377,16 @@ def update_policy(model, optimizer, experiences: list[Experience], cfg: PGConfig
         return {}
     params = [p for p in model.parameters() if p.requires_grad]
     on_policy = cfg.inner_epochs * cfg.minibatches == 1
+    skip_zero = cfg.kl_coef == 0 and cfg.entropy_coef == 0
+    ent_sum, ent_tok = 0.0, 0.0      # entropy of the sampling policy, over all rows
+    if skip_zero:
+        for e in exps:
+            idle = (e.advantages == 0).nonzero().squeeze(-1)                     # [k]
+            if len(idle):
+                sub = e.select(idle)
+                _, ent = _logprobs(model, sub, cfg)                               # [k, T']
+                ent_sum += float((ent * sub.response_mask).sum())
+                ent_tok += float(sub.response_mask.sum())
     old = [None] * len(exps)
     mismatch = 0.0
     if not on_policy:
@@ -383,8 +400,8 @@ def update_policy(model, optimizer, experiences: list[Experience], cfg: PGConfig
     elif cfg.kl_coef:
         raise ValueError("kl_coef > 0 needs a ref_model or Experience.ref_logp")
     acc = {"loss": 0.0, "clip_low_frac": 0.0, "clip_high_frac": 0.0, "ratio_mean": 0.0,
-           "kl": 0.0, "entropy": 0.0}
-    tokens_seen, grad_norms, ent_tokens = 0.0, [], 0.0
+           "kl": 0.0}
+    tokens_seen, grad_norms, n_skipped = 0.0, [], 0
     was_training = model.training
     model.train()
     for epoch in range(cfg.inner_epochs):
@@ -398,6 +415,10 @@ def update_policy(model, optimizer, experiences: list[Experience], cfg: PGConfig
             optimizer.zero_grad(set_to_none=True)
             for k, rows in parts:
                 e = exps[k]
+                if skip_zero:  # zero advantage → zero gradient: skip (still in `total`)
+                    active = rows[e.advantages[rows.to(e.advantages.device)].cpu() != 0]
+                    n_skipped += (len(rows) - len(active)) if epoch == 0 else 0
+                    rows = active
                 # similar lengths together: less padding once `select` trims each micro-batch
                 rows = rows[torch.argsort(e.response_mask[rows].sum(-1).cpu(), descending=True)]
                 for i in range(0, len(rows), cfg.micro_batch):
@@ -428,23 +449,28 @@ def update_policy(model, optimizer, experiences: list[Experience], cfg: PGConfig
                         acc[key] += st[key] * st["tokens"]
                     tokens_seen += st["tokens"]
                     if epoch == 0:  # entropy of the policy that sampled (first pass only)
-                        acc["entropy"] += float((ent.detach().float() * m).sum())
-                        ent_tokens += st["tokens"]
+                        ent_sum += float((ent.detach().float() * m).sum())
+                        ent_tok += st["tokens"]
+            grads = [p.grad for p in params if p.grad is not None]
+            if not grads:  # every row of this minibatch had zero advantage: nothing to do
+                grad_norms.append(0.0)
+                continue
             if cfg.max_grad_norm > 0:
                 gn = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             else:
-                gn = torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+                gn = torch.norm(torch.stack([g.norm() for g in grads]))
             grad_norms.append(float(gn))
             optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     model.train(was_training)
     n_steps = cfg.inner_epochs * cfg.minibatches
+    n_rows = sum(len(e) for e in exps)
     out = {"loss": acc["loss"] / n_steps,
-           "entropy": acc["entropy"] / max(ent_tokens, 1.0),
+           "entropy": ent_sum / max(ent_tok, 1.0),
            "grad_norm": sum(grad_norms) / len(grad_norms),
            "logp_mismatch_max": mismatch,
            "tokens": sum(float(e.response_mask.sum()) for e in exps),
-           "sequences": sum(len(e) for e in exps), "optimizer_steps": n_steps}
+           "sequences": n_rows, "skipped_frac": n_skipped / n_rows, "optimizer_steps": n_steps}
     for key in ("clip_low_frac", "clip_high_frac", "ratio_mean", "kl"):
         out[key] = acc[key] / max(tokens_seen, 1.0)
     out["clip_frac"] = out["clip_low_frac"] + out["clip_high_frac"]

@@ -35,7 +35,7 @@ One step (AZR section 3.3, Algorithm 1; azr_ray_trainer.fit):
 Decisions and deviations (each is a flag, so the paper's setting stays one switch away):
   * Guessable tasks. The toy trial found tasks whose output equals the input (solvable by
     copying) and tasks that copy a reference. With `--trivial-zero` (default on; off = paper)
-    such a proposal stays valid and joins its buffer, but its learnability is set to 0.
+    such a proposal stays valid (no -1) but its role reward is 0 and it stays out of the buffers.
   * 1-of-8 luck. `--min-successes m` treats a task solved fewer than m times out of n as unsolved
     (s := 0, role reward 0). Default 1 = the paper; 2 discounts tasks solved once by luck.
   * s in {0, 1}: the paper gives 0 (Eq. 4); the AZR code gives -0.5 (its issue #37):
@@ -44,10 +44,21 @@ Decisions and deviations (each is a flag, so the paper's setting stays one switc
     and every proposer metric is logged, but proposer samples get no gradient.
     `--solver-only` (AZR Table 2, "train solver only"): the same training signal (no proposer
     gradient) with the proposer-reward machinery switched off — no learnability estimation
-    rollouts (s and the proposer reward are recorded as null). The two differ only in compute
-    and in what gets logged.
+    rollouts (s and the proposer reward's role part are recorded as null/`--zero-as`). The two
+    differ only in compute and in what gets logged.
   * TRR++ statistics are per sequence (the paper's formula), not per token as in the AZR code
     (see `trr_advantages`).
+  * Toy-scale defaults that differ from AZR's Table 3 (pass the AZR value to get AZR):
+    - `--loss-agg seq_mean` (AZR: token_mean). Toy solver answers are ~5-15 characters and
+      proposals ~100-170, so a token mean hands ~97% of the gradient to the proposer tokens;
+      a sequence mean weighs every response once, like the per-sequence TRR++ baseline.
+    - `--solve-batch-size 16` (AZR: = --batch-size) and `--train-on-estimates` (AZR: off): the
+      n estimation samples on each new task are on-policy solver rollouts already paid for; the
+      toy solver succeeds ~10% of the time, so one rollout per task gives ~1 positive sample per
+      group per step.
+    - `--k-refs 2`, `--n-inputs 6` (AZR 6, 10): what the toy base was pretrained on.
+    - `--lr 1e-4` (AZR 1e-6 for 7B), `--threads 1` (2 threads were ~10x slower on the shared
+      2-core machine).
   * Buffers keep every valid task (AZR: all, up to 16384) but drop exact duplicates of a
     (program, input) already present, so repeated proposals do not crowd the reference pool.
   * The solver trains on this step's proposals first (AZR's trainer builds the solver batch
@@ -57,6 +68,11 @@ Decisions and deviations (each is a flag, so the paper's setting stays one switc
     until the seed set has a valid task; the untrained model then proposes, with no update,
     until the seed set holds `--seed-size` tasks (D0_ded = D0_abd = D_seed) and the induction
     buffer holds `--seed-size` tasks built from seed programs.
+
+Failure modes seen on the toy base (see the run notes in the final report): at lr >= 2e-4 the
+proposer's induction messages degenerate into gibberish, and proposer and abduction solver
+co-adapt — the solver learns to answer a favourite input ("11") and the proposer, which writes
+inputs in the same ```input block, collapses onto it, making abduction trivially solvable.
 """
 from __future__ import annotations
 
@@ -68,7 +84,6 @@ import random
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -553,7 +568,7 @@ class Config:
     task_types: str = "deduction,abduction,induction"  # comma-separated subset of deduction,abduction,induction
     steps: int = 60                    # self-play steps (one optimizer step each)
     batch_size: int = 8                # proposals per task type per step (AZR: 64)
-    solve_batch_size: int = 0          # solver tasks per task type per step (0 = --batch-size, as AZR)
+    solve_batch_size: int = 16         # solver tasks per task type per step (0 = --batch-size, as AZR)
     k_refs: int = -1                   # reference tasks in each proposer prompt (-1 = 2 for toy, 6 = AZR otherwise)
     no_refs: bool = False              # ablation: proposer prompts show no references (AZR Table 2)
     n_inputs: int = -1                 # induction inputs per proposal (-1 = 6 for toy as pretrained, 10 = AZR otherwise)
@@ -571,12 +586,12 @@ class Config:
     trivial_zero: bool = True          # guessable tasks (output == input, or a copy of a reference) get role reward 0 and stay out of the buffers (off = paper)
     freeze_proposer: bool = False      # ablation (Chae et al.): proposer samples get no gradient, s still estimated and logged
     solver_only: bool = False          # ablation (AZR Table 2 "train solver only"): no proposer gradient and no s estimation
-    train_on_estimates: bool = False   # also train the solver on the --n-estimate samples of each new task (not in AZR; needs --estimate-temperature = --temperature)
-    lr: float = 3e-4                   # AdamW learning rate, constant (AZR: 1e-6 for 7B models)
+    train_on_estimates: bool = True    # also train the solver on the --n-estimate samples of each new task (not in AZR; off = AZR; no effect with --solver-only)
+    lr: float = 1e-4                   # AdamW learning rate, constant (AZR: 1e-6 for 7B models)
     weight_decay: float = 0.0          # AdamW weight decay (AZR: 0)
     clip_low: float = 0.2              # PPO clip below (inactive: one optimizer step per batch, ratio = 1, as AZR)
     clip_high: float = 0.2             # PPO clip above (AZR master: 0.28)
-    loss_agg: str = "token_mean"       # loss aggregation: token_mean (AZR/veRL) | seq_mean | constant
+    loss_agg: str = "seq_mean"         # loss aggregation: seq_mean (each response counts once) | token_mean (AZR/veRL) | constant
     entropy_coef: float = 0.0          # entropy bonus coefficient (AZR paper config 0.001, master 0)
     kl_coef: float = 0.0               # KL penalty to the base model (AZR: none)
     max_grad_norm: float = 1.0         # gradient-norm clip (AZR: 1.0)
@@ -586,7 +601,7 @@ class Config:
     exec_timeout: float = 2.0          # wall-clock seconds per sandboxed execution (AZR: 10)
     max_buffer: int = 0                # cap on each buffer, oldest dropped first (0 = keep all)
     eval_every: int = 20               # held-out greedy evaluation every N steps (also at step 0 and at the end; 0 = only those)
-    eval_n: int = 64                   # held-out toy tasks per task type (toydata heldout split, never proposed)
+    eval_n: int = 128                  # held-out toy tasks per task type (toydata heldout split, never proposed)
     eval_seed: int = 1234              # seed of the held-out evaluation set
     save_every: int = 0                # checkpoint every N steps (0 = only at the end)
     max_minutes: float = 28.0          # wall-clock cap: stop early (final eval + checkpoint) past it (0 = none)
@@ -624,11 +639,11 @@ def check_config(cfg: Config) -> list[str]:
     if cfg.temperature <= 0 or cfg.estimate_temperature <= 0:
         raise SystemExit("--temperature and --estimate-temperature must be > 0 (the solve-rate "
                          "estimate needs sampling; greedy samples would make s 0 or 1)")
-    if cfg.train_on_estimates and (cfg.solver_only or
-                                   cfg.estimate_temperature != cfg.temperature):
+    if cfg.train_on_estimates and not cfg.solver_only and \
+            cfg.estimate_temperature != cfg.temperature:
         raise SystemExit("--train-on-estimates trains on the estimation samples as on-policy "
-                         "solver rollouts: it needs --estimate-temperature == --temperature and "
-                         "cannot be combined with --solver-only (which skips the estimation)")
+                         "solver rollouts, so it needs --estimate-temperature == --temperature; "
+                         "pass --no-train-on-estimates to estimate at another temperature")
     if cfg.n_inputs != -1 and cfg.n_inputs < 2:
         raise SystemExit(f"--n-inputs must be >= 2 (half are shown, half held out), got "
                          f"{cfg.n_inputs}")
@@ -917,6 +932,7 @@ def self_play_step(S: Session, step: int) -> tuple[dict, list[dict]]:
         for j, i in enumerate(idx):
             rows.append((ro, j, (solve_tasks[i][0], "solve"), solve_rewards[i], True))
     trained_chunks = prop_chunks + solve_chunks
+    n_main_rows = len(rows)
     if cfg.train_on_estimates:  # the n estimation samples also train the solver (opt-in)
         for ro, idx in est_chunks:
             for j in range(len(ro.texts)):
@@ -929,11 +945,18 @@ def self_play_step(S: Session, step: int) -> tuple[dict, list[dict]]:
     experiences, stat = [], {}
     ent_sum, tok_sum, len_sum, n_sum = {}, {}, {}, {}
     start = 0
-    for ro, _ in trained_chunks:
+    n_main = len(prop_chunks) + len(solve_chunks)
+    for c, (ro, _) in enumerate(trained_chunks):
         n_rows = len(ro.texts)
         mine = rows[start:start + n_rows]
         a = adv[start:start + n_rows]                                              # [n]
         start += n_rows
+        keep = [j for j, r in enumerate(mine) if r[4]]  # frozen proposer rows stay out
+        if keep:
+            e = rlvr.Experience.from_rollout(ro, a)
+            experiences.append(e if len(keep) == n_rows else e.select(torch.tensor(keep)))
+        if c >= n_main:  # role metrics describe the AZR batches, not the estimation samples
+            continue
         ent = getattr(ro, "entropy", None)  # [n, T] if the sampler recorded it
         if ent is None:  # else one no-grad forward: full-vocabulary entropy at temperature T
             _, ent = M.batched_logprobs(S.model, ro.input_ids, ro.attention_mask,
@@ -945,10 +968,6 @@ def self_play_step(S: Session, step: int) -> tuple[dict, list[dict]]:
             tok_sum[g] = tok_sum.get(g, 0.0) + float(ro.response_mask[j].sum())
             len_sum[g] = len_sum.get(g, 0.0) + float(ro.lengths[j])
             n_sum[g] = n_sum.get(g, 0) + 1
-        keep = [j for j, r in enumerate(mine) if r[4]]  # frozen proposer rows stay out
-        if keep:
-            e = rlvr.Experience.from_rollout(ro, a)
-            experiences.append(e if len(keep) == n_rows else e.select(torch.tensor(keep)))
     t_ent = time.time() - t0
     t0 = time.time()
     # All-zero advantages (every group constant) give a zero policy gradient: skip the update
@@ -961,9 +980,9 @@ def self_play_step(S: Session, step: int) -> tuple[dict, list[dict]]:
     times["update"] = time.time() - t0
 
     # ---- metrics ---------------------------------------------------------------------------------
-    for g in dict.fromkeys(groups):
+    for g in dict.fromkeys(groups[:n_main_rows]):
         t, role = g
-        rew = [r[3] for r in rows if r[2] == g]
+        rew = [r[3] for r in rows[:n_main_rows] if r[2] == g]
         metrics[f"{role}/{t}/reward_mean"] = sum(rew) / len(rew)
         metrics[f"{role}/{t}/entropy"] = ent_sum[g] / max(tok_sum[g], 1.0)
         metrics[f"{role}/{t}/response_len"] = len_sum[g] / n_sum[g]

@@ -67,7 +67,7 @@ class Config:
     grad_checkpointing: bool = False  # activation checkpointing (real models on small GPUs)
     device: str = "auto"            # auto | cpu | cuda | cuda:N
     dtype: str = "auto"             # weight dtype: auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
-    threads: int = 0                # torch CPU threads (0 = torch's default)
+    threads: int = 1                # torch CPU threads (1 suits a shared 2-core machine: 2 threads stall under contention; 0 = torch default)
 
 
 # Keys of config.json that fix the data and its order: a resumed run must match them.
@@ -268,7 +268,7 @@ def evaluate(model, tok, problems: list[dict], style: str, max_new_tokens: int =
     rows = [{"question": p["question"], "gold": p["answer"], "response": t, "correct": c}
             for p, t, c in zip(problems, ro.texts, ok)]
     return {"eval/accuracy": acc, "eval/accuracy_se": math.sqrt(acc * (1 - acc) / n),
-            "eval/n": n}, rows
+            "eval/n": n, "eval/response_len": float(ro.lengths.float().mean())}, rows
 
 
 def policy_entropy(model, tok, prompts: list[str], style: str, max_new_tokens: int = 64,
@@ -317,11 +317,11 @@ def main(cfg: Config) -> dict:
                              f"({'; '.join(diff)}); resume with the original ones")
 
     # --- model and data ------------------------------------------------------------------------
+    rows = load_rows(cfg.train_data) if cfg.train_data else toydata.make_arith(
+        cfg.n_train, cfg.seed, "train")                    # bad data fails before the model loads
     model_path = M.resolve_model(cfg.model)
     model, tok = M.load_policy(model_path, device=cfg.device, dtype=cfg.dtype)
     style = M.prompt_style(tok)
-    rows = load_rows(cfg.train_data) if cfg.train_data else toydata.make_arith(
-        cfg.n_train, cfg.seed, "train")
     examples, dropped = tokenize_examples(rows, tok, style, cfg.max_len)
     if not examples:
         raise SystemExit(f"all {len(rows)} training examples are longer than --max-len "
@@ -423,6 +423,8 @@ def main(cfg: Config) -> dict:
     cpu = time.process_time() - cpu_start  # all threads: load-independent cost of the run
     report = {"steps": cfg.steps, "wall_seconds": round(wall), "cpu_seconds": round(cpu),
               "final_loss": stats.get("loss")}
+    if first_eval is None:  # resumed: the base's evaluation is the step-0 line of the log
+        first_eval = next((m for m in run.read_metrics() if m["step"] == 0), None)
     if first_eval:
         report["base_accuracy"] = first_eval["eval/accuracy"]
         report["base_accuracy_se"] = first_eval["eval/accuracy_se"]
@@ -436,10 +438,11 @@ def main(cfg: Config) -> dict:
               f"final {report['final_accuracy']:.1%} ± {report['final_accuracy_se']:.1%} "
               f"(n={report['n']}): gain {report['gain']:+.1%} ± {report['gain_se_unpaired']:.1%} "
               f"unpaired / ± {report['gain_se_paired']:.1%} paired", flush=True)
-        print(f"[sft] done in {wall / 60:.1f} min ({cpu / 60:.1f} CPU min): held-out accuracy "
-              f"{last_eval['eval/accuracy']:.1%} ± {last_eval['eval/accuracy_se']:.1%} "
-              f"(n={last_eval['eval/n']}), entropy {last_eval['entropy']:.3f} | final checkpoint "
-              f"{run.latest_checkpoint()}", flush=True)
+    final = (f": held-out accuracy {last_eval['eval/accuracy']:.1%} ± "
+             f"{last_eval['eval/accuracy_se']:.1%} (n={last_eval['eval/n']}), entropy "
+             f"{last_eval['entropy']:.3f}" if last_eval else "")
+    print(f"[sft] done in {wall / 60:.1f} min ({cpu / 60:.1f} CPU min){final} | final "
+          f"checkpoint {run.latest_checkpoint()}", flush=True)
     return report
 
 

@@ -57,7 +57,7 @@ def run_zeroplay(cfg: Config, probs: list[dict], style: str) -> dict:
     model, tok = M.load_policy(cfg.model, device="cpu")
     rc = rlvr.Config(group_size=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
                      temperature=1.0, lr=cfg.lr, warmup_steps=0, scale_rewards="group",
-                     drop_zero_std=False, loss_agg="token_mean", clip_low=0.2, clip_high=0.2,
+                     drop_zero_std=False, kl_every=0, loss_agg="token_mean", clip_low=0.2, clip_high=0.2,
                      max_grad_norm=1.0, bf16=cfg.bf16,
                      gen_batch_size=cfg.prompts * cfg.group_size,
                      micro_batch=cfg.prompts * cfg.group_size)

@@ -5,8 +5,10 @@ up to 128 new tokens, temperature 1.0, batches of 64 sequences), in two scenario
 
   fixed    every response is forced to exactly 128 new tokens (EOS suppressed until then), so
            both do the same work: this measures the per-token cost of the decoding loop
-  natural  toy solver prompts that end at EOS or a stop string, as rollouts really do; zeroplay
-           drops finished rows from the batch, generate() keeps them until the longest ends
+  natural  toy solver prompts that end at EOS or a stop string (both paths get the same stop
+           strings), as rollouts really do; zeroplay drops finished rows from the batch and
+           prefills each prompt once for its 8 samples, generate() keeps finished rows in the
+           batch until the longest ends
 
 tokens/s counts the response tokens actually produced (up to and including EOS).
 
@@ -40,8 +42,9 @@ class Config:
     device: str = "auto"          # auto, cpu or cuda
 
 
-def run_generate(model, tok, prompts, cfg, fixed):
-    """Plain transformers generate(), batch by batch, n samples per prompt; returns tokens."""
+def run_generate(model, tok, prompts, cfg, fixed, stop):
+    """Plain transformers generate(), batch by batch, n samples per prompt, with the same stop
+    strings in the natural scenario; returns the response tokens produced."""
     rows = [p for p in prompts for _ in range(cfg.samples)]
     eos = tok.eos_token_id
     produced = 0
@@ -50,10 +53,14 @@ def run_generate(model, tok, prompts, cfg, fixed):
         out = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
                              max_new_tokens=cfg.new_tokens,
                              min_new_tokens=cfg.new_tokens if fixed else 0,
-                             pad_token_id=tok.pad_token_id)
+                             pad_token_id=tok.pad_token_id,
+                             **({} if fixed else {"stop_strings": stop, "tokenizer": tok}))
         resp = out[:, enc["input_ids"].shape[1]:]                                 # [b, T]
-        for r in resp.tolist():  # count up to and including the first EOS
-            produced += r.index(eos) + 1 if eos in r else len(r)
+        for r in resp.tolist():  # count up to and including the first EOS (or the pad after a stop)
+            end = r.index(eos) + 1 if eos in r else len(r)
+            if not fixed and tok.pad_token_id in r[:end]:
+                end = r.index(tok.pad_token_id)
+            produced += end
     return produced
 
 
@@ -90,7 +97,8 @@ def main(cfg: Config):
           f"batch {cfg.batch_size}, torch threads {torch.get_num_threads()}")
     rows = {}
     for scenario, fixed in (("fixed", True), ("natural", False)):
-        gen_tps, gen_n = timed(lambda: run_generate(model, tok, prompts, cfg, fixed), cfg.repeats)
+        gen_tps, gen_n = timed(lambda: run_generate(model, tok, prompts, cfg, fixed, stop),
+                               cfg.repeats)
         our_tps, our_n = timed(lambda: run_ours(model, tok, prompts, cfg, fixed, stop),
                                cfg.repeats)
         rows[scenario] = (our_tps, gen_tps)

@@ -161,13 +161,18 @@ def test_update_micro_batching_equals_one_big_batch(micro_policy, agg):
 
 
 def test_update_gradient_matches_direct_loss(micro_policy):
-    """One experience: update_policy's step equals SGD on policy_loss of one full forward."""
+    """One experience: update_policy's step equals SGD on policy_loss of one full forward, also
+    when it skips the zero-advantage rows."""
     path, model, tok = micro_policy
     e = _experiences(model, tok)[0]
-    w_upd, _ = _step(path, [e], loss_agg="seq_mean", micro_batch=2)
+    e.advantages[[0, 3]] = 0.0  # rows update_policy skips (zero gradient), still in the mean
+    w_upd, st = _step(path, [e], loss_agg="seq_mean", micro_batch=2)
+    assert st["skipped_frac"] == pytest.approx(2 / 6)
     m2, _ = M.load_policy(path, device="cpu")
     opt = torch.optim.SGD(m2.parameters(), lr=0.5)
-    logp, _ = M.forward_logprobs(m2, e.input_ids, e.attention_mask, e.prompt_len)
+    logp, ent = M.forward_logprobs(m2, e.input_ids, e.attention_mask, e.prompt_len)
+    # the logged entropy covers every row, skipped ones included
+    assert st["entropy"] == pytest.approx(M.masked_mean(ent, e.response_mask), rel=1e-5)
     loss, _ = policy_loss(logp, logp.detach(), e.advantages, e.response_mask, agg="seq_mean")
     loss.backward()
     opt.step()

@@ -251,7 +251,8 @@ SEED_BUFFERS = {
 def _small_cfg(path, out, **kw):
     base = dict(model=path, out=str(out), steps=2, batch_size=2, n_estimate=2, eval_n=2,
                 n_inputs=4, propose_max_tokens=24, solve_max_tokens=12, eval_every=1,
-                max_minutes=0, micro_batch=8, device="cpu")
+                max_minutes=0, micro_batch=8, device="cpu", train_on_estimates=False,
+                solve_batch_size=2)
     base.update(kw)
     return SP.Config(**base)
 
@@ -326,6 +327,15 @@ def test_freeze_proposer_excludes_proposer_samples(micro_policy, tmp_path, monke
     assert rows == [2, 4, 2]   # solver rows only / proposer + solver / solver rows only
     t = _read(tmp_path / "c" / "tasks.jsonl")
     assert all(x["s"] is None for x in t)   # --solver-only: no solve-rate estimation
+    # --train-on-estimates: the n_estimate samples of every valid proposal join the update
+    monkeypatch.setattr(SP, "validate_proposals", lambda t, texts, *a, **k: [
+        {"program": "def f(x):\n    return x + 7", "input": "1", "output": "8", "valid": True,
+         "reason": "ok"} for _ in texts])
+    SP.main(_small_cfg(path, tmp_path / "d", steps=1, eval_n=1, task_types="deduction",
+                       train_on_estimates=True), buffers=SEED_BUFFERS)
+    assert rows[-1] == 2 + 2 + 2 * 2   # proposer + solver + 2 valid proposals x n_estimate 2
+    t = _read(tmp_path / "d" / "tasks.jsonl")
+    assert all(x["valid"] and x["n"] == 2 and x["s"] is not None for x in t)
 
 
 def test_seeding_fails_clearly(micro_policy, tmp_path):

@@ -11,6 +11,16 @@ import sft
 import toydata
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run ~100x faster on 1 torch thread than on 2 when the shared machine is
+    oversubscribed (2-thread backward passes stall); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _examples(tok, n=8, seed=0, style="toy"):
     rows = toydata.make_arith(n, seed, "train")
     ex, dropped = sft.tokenize_examples(rows, tok, style, max_len=512)
@@ -159,7 +169,7 @@ def test_grad_accumulation_equals_one_big_batch(micro_policy):
 def _cfg(path, out, **kw):
     base = dict(model=path, out=str(out), n_train=48, steps=4, micro_batch=4, grad_accum=2,
                 lr=3e-3, warmup=1, eval_every=2, eval_n=6, eval_max_new_tokens=12,
-                entropy_prompts=4, save_every=2, bf16=False, device="cpu")
+                entropy_prompts=4, save_every=2, bf16=False, device="cpu", threads=0)
     base.update(kw)
     return sft.Config(**base)
 
@@ -212,6 +222,21 @@ def test_resume_no_lost_or_duplicated_metrics(micro_policy, tmp_path, monkeypatc
             assert a["entropy"] == pytest.approx(b["entropy"], rel=1e-4)
     samples = [json.loads(x)["step"] for x in (out / "samples.jsonl").read_text().splitlines()]
     assert samples == [0] * 6 + [2] * 6 + [4] * 6
+
+    # crash before the first checkpoint: --resume starts over without repeating step 0's line
+    early = tmp_path / "early"
+
+    def early_crash(self, step, metrics, file="metrics.jsonl"):
+        real_log(self, step, metrics, file)
+        if step == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(M.RunDir, "log", early_crash)
+    with pytest.raises(KeyboardInterrupt):
+        sft.main(_cfg(path, early))
+    monkeypatch.setattr(M.RunDir, "log", real_log)
+    sft.main(_cfg(path, early, resume=True))
+    assert [m["step"] for m in _lines(early)] == [0, 1, 2, 3, 4]
 
 
 # ---------------------------------------------------------------- bad data
