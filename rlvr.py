@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,15 +96,15 @@ class Config:
     prompts_per_step: int = 16     # prompts per step
     group_size: int = 8            # G: completions per prompt
     max_new_tokens: int = 56       # response length cap (tokens; toy solutions are <= 50)
-    temperature: float = 1.0       # sampling temperature
+    temperature: float = 0.6       # sampling temperature (the loss uses log-probs of logits / T)
     top_p: float = 1.0             # nucleus sampling
     gen_batch_size: int = 128      # sequences sampled together
     lr: float = 1e-4               # AdamW learning rate (after warm-up; toy base: 3e-4+ collapses to "<answer>0")
     warmup_steps: int = 5          # linear learning-rate warm-up
     weight_decay: float = 0.0      # AdamW weight decay
-    scale_rewards: str = "group"   # advantage scale: group std (GRPO) | batch std | none (Dr. GRPO)
+    scale_rewards: str = "none"    # advantage scale: group std (GRPO) | batch std | none (Dr. GRPO)
     drop_zero_std: bool = False    # remove equal-reward groups from the batch and its loss denominators (DAPO dynamic sampling, no refill); they are never computed either way
-    format_reward: float = 0.0     # reward for a wrong answer in a well-formed <answer>..</answer>
+    format_reward: float = 0.0     # reward for a wrong but well-formed response (toy: worked-solution format; azr: <answer> block)
     clip_low: float = 0.2          # PPO clip below: ratio >= 1 - clip_low
     clip_high: float = 0.2         # PPO clip above: ratio <= 1 + clip_high (0.28 = DAPO)
     loss_agg: str = "token_mean"   # token_mean (DAPO/BNPO) | seq_mean (GRPO) | constant (Dr. GRPO)
@@ -150,21 +151,28 @@ def check_pg_config(pg: PGConfig) -> None:
 # ==============================================================================================
 # Rewards
 # ==============================================================================================
-def has_answer_tags(text: str) -> bool:
-    """Whether the response holds a non-empty <answer>...</answer> block."""
+TOY_SOLUTION = re.compile(r"^ (?:-?\d+[-+*]-?\d+=-?\d+\. )*<answer>-?\d+</answer>$")
+
+
+def well_formed(text: str, style: str = "azr") -> bool:
+    """Whether a response has the expected shape, right or wrong. toy: the worked-solution format
+    the base was pretrained on, " 4*2=8. 3+8=11. <answer>11</answer>"; azr: a non-empty
+    <answer>...</answer> block."""
+    if style == "toy":
+        return TOY_SOLUTION.match(text) is not None
     a = text.rfind("<answer>")
     return a >= 0 and text.find("</answer>", a) > a + len("<answer>")
 
 
-def math_reward(text: str, gold, format_reward: float = 0.0) -> float:
-    """1.0 when the verifier accepts the answer; else `format_reward` if the response at least
-    has a well-formed <answer> block; else 0.0 (TinyZero's countdown reward uses 0.1 as format
-    score; the default here is DeepSeek-R1-Zero's plain accuracy reward)."""
+def math_reward(text: str, gold, format_reward: float = 0.0, style: str = "azr") -> float:
+    """1.0 when the verifier accepts the answer; else `format_reward` if the response is at least
+    well formed (`well_formed`); else 0.0. TinyZero's countdown reward gives 0.1 for format;
+    DeepSeek-R1-Zero's accuracy reward is format_reward = 0."""
     import verifier  # imported on use: pure functions of this module are testable without it
 
     if verifier.check_math(text, gold):
         return 1.0
-    return format_reward if has_answer_tags(text) else 0.0
+    return format_reward if format_reward and well_formed(text, style) else 0.0
 
 
 # ==============================================================================================
@@ -573,7 +581,7 @@ def grpo_step(model, tok, optimizer, prompts: list[str], golds: list, reward_fn,
         "zero_std_frac": float((~varied_groups(rewards, G)).float().mean()),
         **{k: stats.get(k, 0.0) for k in ("loss", "clip_frac", "clip_low_frac",
                                           "clip_high_frac", "ratio_mean", "grad_norm",
-                                          "logp_mismatch_max")},
+                                          "logp_mismatch_max", "skipped_frac")},
         "lr": optimizer.param_groups[0]["lr"],
         "time_generate": t1 - t0, "time_score": t2 - t1, "time_update": t3 - t2,
         "completions": len(ro)}
@@ -620,7 +628,7 @@ def main(cfg: Config) -> dict:
     elif start:
         print(f"[rlvr] resumed from step {start}", flush=True)
     stop = math_stop(style)
-    reward_fn = lambda text, gold: math_reward(text, gold, cfg.format_reward)  # noqa: E731
+    reward_fn = lambda text, gold: math_reward(text, gold, cfg.format_reward, style)  # noqa: E731
     bar = tqdm(range(start + 1, cfg.steps + 1), desc="rlvr", dynamic_ncols=True,
                initial=start, total=cfg.steps)
     last, eval_s = {}, extra.get("base_eval", {}).get("time_eval", 0.0)

@@ -604,7 +604,7 @@ class Config:
     eval_n: int = 128                  # held-out toy tasks per task type (toydata heldout split, never proposed)
     eval_seed: int = 1234              # seed of the held-out evaluation set
     save_every: int = 0                # checkpoint every N steps (0 = only at the end)
-    max_minutes: float = 28.0          # wall-clock cap: stop early (final eval + checkpoint) past it (0 = none)
+    max_minutes: float = 28.0          # wall-clock cap: stop early (final eval + checkpoint) when another step would cross it (0 = none)
 
 
 def _resolved(cfg: Config, style: str) -> dict:
@@ -852,7 +852,8 @@ def self_play_step(S: Session, step: int) -> tuple[dict, list[dict]]:
                     specs.append((t, [], rng.choice(pool)["program"]))
             else:
                 specs.append((t, sample_refs(S.buffers[t], S.r["k_refs"], rng), None))
-    prop_chunks, props, tm = propose_and_validate(S, specs, step, "train") if specs else ([], [], {})
+    prop_chunks, props, tm = ([], [], {}) if not specs else \
+        propose_and_validate(S, specs, step, "train")
     for k, v in tm.items():
         times[k] += v
 
@@ -1069,7 +1070,7 @@ def main(cfg: Config, buffers: dict | None = None) -> dict:
                 optimizer=optimizer, pg=pg, run=run, rng=random.Random(cfg.seed), buffers={},
                 eval_sets=build_eval_sets(cfg.eval_n, cfg.eval_seed, r["n_inputs"]),
                 ref_model=ref_model)
-    start, history = 0, {}
+    start, history, eval_cost = 0, {}, 0.0
     if cfg.resume and run.latest_checkpoint() is not None:
         start, extra = run.resume(model, optimizer)
         run._truncate("tasks.jsonl", start)
@@ -1094,7 +1095,8 @@ def main(cfg: Config, buffers: dict | None = None) -> dict:
         seed_m["time/seed"] = time.time() - t0
         t0 = time.time()
         base = evaluate(S)
-        seed_m.update(base, **{"time/eval": time.time() - t0},
+        eval_cost = time.time() - t0
+        seed_m.update(base, **{"time/eval": eval_cost},
                       **{f"buffer/{t}": len(S.buffers[t]) for t in TASK_TYPES})
         run.log(0, seed_m)
         history = {"base": base, "valid_rates": []}
@@ -1104,38 +1106,50 @@ def main(cfg: Config, buffers: dict | None = None) -> dict:
     bar = tqdm(range(start + 1, cfg.steps + 1), desc="self-play", dynamic_ncols=True)
     for step in bar:
         m, samples = self_play_step(S, step)
-        out_of_time = cfg.max_minutes > 0 and (time.time() - t_start) / 60 > cfg.max_minutes
+        # stop when another step plus the final evaluation would cross --max-minutes
+        ahead = m["time/step"] + eval_cost
+        out_of_time = cfg.max_minutes > 0 and (time.time() - t_start + ahead) / 60 > cfg.max_minutes
         if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps or out_of_time:
             t0 = time.time()
             last_eval = evaluate(S)
-            m.update(last_eval, **{"time/eval": time.time() - t0})
+            eval_cost = time.time() - t0
+            m.update(last_eval, **{"time/eval": eval_cost})
         run.log(step, m)
         run.write_samples(step, samples)
         if "propose/valid_rate" in m:
             history.setdefault("valid_rates", []).append(m["propose/valid_rate"])
+        solve_acc = _mean(v for k, v in m.items() if k.startswith("solve/")
+                          and k.endswith("/accuracy"))
         bar.set_postfix(valid=f"{m.get('propose/valid_rate', float('nan')):.2f}",
-                        solve=f"{_mean([v for k, v in m.items() if k.endswith('/accuracy') and k.startswith('solve/')]):.2f}",
+                        solve=f"{solve_acc:.2f}",
                         acc=f"{last_eval['eval/accuracy']:.3f}" if last_eval else "-")
         if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps or out_of_time:
             save(S, step, history)
         if out_of_time:
-            print(f"[selfplay] --max-minutes {cfg.max_minutes} reached after step {step}/"
-                  f"{cfg.steps}: stopping (final evaluation and checkpoint done)", flush=True)
+            print(f"[selfplay] --max-minutes {cfg.max_minutes}: another step would cross it; "
+                  f"stopping after step {step}/{cfg.steps} (final evaluation and checkpoint "
+                  f"done)", flush=True)
             break
     bar.close()
     if last_eval is None and step > start:  # defensive: the loop always evaluates its last step
         last_eval = evaluate(S)
     minutes = (time.time() - t_start) / 60
     vr = history.get("valid_rates", [])
-    summary = {"steps": step, "minutes": minutes, "base": history.get("base"),
-               "final": last_eval, "valid_rate_min": min(vr) if vr else None,
+    base = history.get("base") or {}
+    summary = {"steps": step, "minutes": minutes, "base": base, "final": last_eval,
+               "valid_rate_min": min(vr) if vr else None,
                "valid_rate_mean": _mean(vr) if vr else None}
+    if base and last_eval:  # final - base, with the SE of a difference of independent estimates
+        summary["gain"] = last_eval["eval/accuracy"] - base["eval/accuracy"]
+        summary["gain_se"] = math.hypot(last_eval["eval/se"], base["eval/se"])
     (run.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if last_eval:
         print(f"[selfplay] done: {step} steps in {minutes:.1f} min | held-out accuracy base "
               f"{_fmt_eval(history.get('base') or {})} → final {_fmt_eval(last_eval)} | "
-              f"valid-proposal rate min {summary['valid_rate_min']} mean "
-              f"{summary['valid_rate_mean']}", flush=True)
+              f"gain {summary.get('gain', float('nan')):+.3f} ± "
+              f"{summary.get('gain_se', float('nan')):.3f} | valid-proposal rate min "
+              f"{_num(summary['valid_rate_min'])} mean {_num(summary['valid_rate_mean'])}",
+              flush=True)
     return summary
 
 
@@ -1154,6 +1168,10 @@ def _tuple_state(state):
     if isinstance(state, list):
         return tuple(tuple(x) if isinstance(x, list) else x for x in state)
     return state
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:.2f}"
 
 
 def _mean(xs) -> float:

@@ -9,7 +9,9 @@ TRL is not a zeroplay dependency: run this with a Python that has it, e.g.
     HF_HUB_OFFLINE=1 .venv-trl/bin/python bench/grpo_step.py            # toy base, 16 prompts x G=8
 
 Both generate until EOS or --max-new-tokens (no stop strings: TRL has none by default), keep
-every group (TRL does not drop zero-variance groups), and sample at temperature 1. Each side runs
+every group in the loss (no --drop-zero-std: the same denominators and gradient as TRL; zeroplay
+still skips the forward/backward of zero-advantage rows, which contribute exactly zero gradient),
+and sample at temperature 1. Each side runs
 --warmup untimed steps then --steps timed steps from a fresh copy of the base; --rounds > 1
 alternates the two to even out a noisy shared CPU. Reported: median step time, completions/s,
 mean completion length, and zeroplay's generate/score/update split. Last line:
@@ -64,7 +66,7 @@ def run_zeroplay(cfg: Config, probs: list[dict], style: str) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     prompts = [rlvr.math_prompt(p["question"], style) for p in probs]
     golds = [p["answer"] for p in probs]
-    times, parts, lens, rewards = [], [], [], []
+    times, parts, lens, rewards, skipped = [], [], [], [], []
     for i in range(cfg.warmup + cfg.steps):
         t = time.perf_counter()
         m, _, _ = rlvr.grpo_step(model, tok, opt, prompts, golds, rlvr.math_reward, rc,
@@ -75,8 +77,9 @@ def run_zeroplay(cfg: Config, probs: list[dict], style: str) -> dict:
             parts.append((m["time_generate"], m["time_score"], m["time_update"]))
             lens.append(m["response_len_mean"])
             rewards.append(m["reward_mean"])
+            skipped.append(m["skipped_frac"])
     return {"times": times, "parts": parts, "len": statistics.mean(lens),
-            "reward": statistics.mean(rewards)}
+            "reward": statistics.mean(rewards), "skipped": statistics.mean(skipped)}
 
 
 def run_trl(cfg: Config, probs: list[dict], style: str) -> dict:
@@ -116,13 +119,15 @@ def run_trl(cfg: Config, probs: list[dict], style: str) -> dict:
             dataloader_num_workers=0)
         trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=ds,
                               processing_class=tok, callbacks=[timer])
+        precision = trainer.accelerator.mixed_precision
         trainer.train()
     steps = [b - a for a, b in zip(timer.marks, timer.marks[1:])]
     logs = [h for h in trainer.state.log_history if "completions/mean_length" in h]
     timed = logs[cfg.warmup:] or logs
     return {"times": steps[cfg.warmup:],
             "len": statistics.mean(h["completions/mean_length"] for h in timed),
-            "reward": statistics.mean(h.get("reward", float("nan")) for h in timed)}
+            "reward": statistics.mean(h.get("reward", float("nan")) for h in timed),
+            "precision": precision}
 
 
 def main(cfg: Config) -> None:
@@ -150,8 +155,8 @@ def main(cfg: Config) -> None:
           f"<= {cfg.max_new_tokens} new tokens, bf16 update={cfg.bf16}, torch threads "
           f"{torch.get_num_threads()} | torch {torch.__version__}, transformers "
           f"{transformers.__version__}, trl {trl.__version__}", flush=True)
-    zp, tr = {"times": [], "parts": [], "len": [], "reward": []}, {"times": [], "len": [],
-                                                                  "reward": []}
+    zp = {"times": [], "parts": [], "len": [], "reward": [], "skipped": []}
+    tr = {"times": [], "len": [], "reward": [], "precision": []}
     for r in range(cfg.rounds):
         z = run_zeroplay(cfg, probs, style)
         t = run_trl(cfg, probs, style)
@@ -165,9 +170,11 @@ def main(cfg: Config) -> None:
     z_cps, t_cps = n / z_med, n / t_med
     print(f"zeroplay: median step {z_med:.2f} s = generate {gen:.2f} + score {score:.3f} + "
           f"update {upd:.2f} (+{z_med - gen - score - upd:.2f} other) | mean completion "
-          f"{statistics.mean(zp['len']):.1f} tokens | reward {statistics.mean(zp['reward']):.3f}")
+          f"{statistics.mean(zp['len']):.1f} tokens | reward {statistics.mean(zp['reward']):.3f} | "
+          f"zero-advantage rows skipped {statistics.mean(zp['skipped']):.0%}")
     print(f"TRL GRPOTrainer: median step {t_med:.2f} s | mean completion "
-          f"{statistics.mean(tr['len']):.1f} tokens | reward {statistics.mean(tr['reward']):.3f}")
+          f"{statistics.mean(tr['len']):.1f} tokens | reward {statistics.mean(tr['reward']):.3f} | "
+          f"accelerate mixed precision {tr['precision'][0]}")
     print(f"RESULT zeroplay_completions_per_s={z_cps:.1f} trl_completions_per_s={t_cps:.1f} "
           f"ratio={z_cps / t_cps:.2f}")
 

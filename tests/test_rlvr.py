@@ -242,7 +242,7 @@ def test_grpo_learns_trivial_verifiable_task(micro_policy):
 # ---------------------------------------------------------------------------------------------
 # the loop: run folder, metrics, checkpoints and exact resume
 # ---------------------------------------------------------------------------------------------
-def _fake_reward(text, gold, format_reward=0.0):
+def _fake_reward(text, gold, format_reward=0.0, style="toy"):
     return float(str(gold)[-1:] in text)
 
 
@@ -315,3 +315,8 @@ def test_math_reward_uses_the_verifier():
     assert rlvr.math_reward(" 2+2=5. <answer>5</answer>", 4) == 0.0
     assert rlvr.math_reward(" 2+2=5. <answer>5</answer>", 4, format_reward=0.1) == 0.1
     assert rlvr.math_reward(" 2+2=5.", 4, format_reward=0.1) == 0.0
+    toy = lambda t: rlvr.math_reward(t, 11, 0.1, "toy")  # noqa: E731
+    assert toy(" 4*2=8. 3+8=12. <answer>12</answer>") == 0.1
+    assert toy(" <answer>12</answer>") == 0.1
+    assert toy(" 7-=11. <answer>12</answer>") == 0.0 and toy(" 1* 2=9. <answer>9</answer>") == 0.0
+    assert toy(" 4*2=8. 3+8=11. <answer>11</answer>") == 1.0

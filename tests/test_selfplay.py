@@ -342,3 +342,33 @@ def test_seeding_fails_clearly(micro_policy, tmp_path):
     path, _, _ = micro_policy
     with pytest.raises(SystemExit, match="seeding failed"):
         SP.main(_small_cfg(path, tmp_path / "s", seed_max_rounds=1, seed_size=4))
+
+
+def test_update_rows_carry_their_own_advantages(micro_policy, tmp_path, monkeypatch):
+    """Every row handed to update_policy holds the response whose reward made its advantage:
+    with a fake scorer (correct iff the answer text has even length) and a frozen proposer, a
+    solver row's advantage is positive exactly when its decoded response has even length."""
+    import rlvr
+
+    path, _, tok = micro_policy
+    seen = []
+    monkeypatch.setattr(rlvr, "update_policy",
+                        lambda model, opt, exps, cfg, *a, **k: seen.extend(exps) or {})
+    monkeypatch.setattr(SP, "score_answers", lambda t, tasks, texts, *a, **k: (
+        [len(x) % 2 == 0 for x in texts], [True] * len(texts)))
+    monkeypatch.setattr(SP, "validate_proposals", lambda t, texts, *a, **k: [
+        {"program": "def f(x):\n    return x + 7", "input": "1", "output": "8", "valid": True,
+         "reason": "ok"} for _ in texts])
+    SP.main(_small_cfg(path, tmp_path / "r", steps=1, eval_n=1, task_types="deduction",
+                       freeze_proposer=True, train_on_estimates=True, batch_size=3,
+                       solve_batch_size=4, n_estimate=3), buffers=SEED_BUFFERS)
+    assert sum(len(e) for e in seen) == 4 + 3 * 3      # solver batch + estimation samples
+    checked = 0
+    for e in seen:
+        for i in range(len(e)):
+            ids = e.input_ids[i, e.prompt_len:][e.response_mask[i].bool()]
+            text = tok.decode(ids.tolist(), skip_special_tokens=True)
+            if e.advantages[i] != 0:
+                assert (e.advantages[i] > 0) == (len(text) % 2 == 0), text
+                checked += 1
+    assert checked > 0
