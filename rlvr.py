@@ -200,7 +200,8 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group
     adv = r - r.mean(-1, keepdim=True)                                            # [B, G]
     if scale == "group":
         if group_size < 2:
-            raise ValueError("scale='group' needs group_size >= 2 (the std of one sample is undefined)")
+            raise ValueError("scale='group' needs group_size >= 2 "
+                             "(the std of one sample is undefined)")
         adv = adv / (r.std(-1, keepdim=True) + eps)                               # [B, G]
     elif scale == "batch":
         if rewards.numel() < 2:
@@ -348,6 +349,11 @@ def _logprobs(model, e: Experience, cfg: PGConfig):
     return torch.cat(lps), torch.cat(ents)                                        # [N, T] x2
 
 
+def skips_zero_rows(cfg: PGConfig) -> bool:
+    """Whether update_policy skips zero-advantage rows (exact only without KL/entropy terms)."""
+    return cfg.kl_coef == 0 and cfg.entropy_coef == 0
+
+
 def update_policy(model, optimizer, experiences: list[Experience], cfg: PGConfig,
                   ref_model=None) -> dict:
     """The policy update for one rollout batch: `inner_epochs` passes, each split into
@@ -357,9 +363,10 @@ def update_policy(model, optimizer, experiences: list[Experience], cfg: PGConfig
     so micro-batching never changes the gradient. Then grad-norm clip and one optimizer step.
 
     Rows whose advantage is exactly 0 (every row of a group with equal rewards) contribute
-    exactly zero loss and gradient when there is no KL or entropy term, so they are not
-    forwarded at all — but still counted in the denominators: the gradient is the same as
-    processing them (TRL does), only cheaper. Their entropy is logged from a no-grad forward.
+    exactly zero loss and gradient when there is no KL or entropy term (`skips_zero_rows`), so
+    they are not forwarded at all — but still counted in the denominators: the gradient is the
+    same as processing them (TRL does), only cheaper. The caller logs their entropy if it wants
+    it (grpo_step does; selfplay.py has its own entropy pass).
 
     old_logp: with one optimizer step per batch (inner_epochs = minibatches = 1, the default)
     the policy that sampled IS the policy being differentiated, so old_logp := logp.detach(),
@@ -374,10 +381,10 @@ def update_policy(model, optimizer, experiences: list[Experience], cfg: PGConfig
     samples of toy arithmetic at T=1, 4.4k tokens): max |diff| 1.3e-5 with an fp32 update, but
     7.3e-2 (mean 2.1e-3, ratios 0.94..1.08) with the default bf16 autocast.
 
-    Returns stats: loss, clip_low_frac, clip_high_frac, clip_frac, ratio_mean, kl (token means
-    over the processed rows), entropy (token mean over ALL rows of the full-vocabulary entropy of
-    the policy that sampled), grad_norm (mean over steps), logp_mismatch_max, tokens, sequences,
-    skipped_frac (rows skipped for zero advantage), optimizer_steps.
+    Returns stats: loss, clip_low_frac, clip_high_frac, clip_frac, ratio_mean, kl, entropy (token
+    means over the processed rows; entropy = full-vocabulary entropy of the policy that sampled,
+    from the first pass) with entropy_tokens, grad_norm (mean over steps), logp_mismatch_max,
+    tokens, sequences, skipped_frac (rows skipped for zero advantage), optimizer_steps.
     """
     check_pg_config(cfg)
     exps = [e for e in experiences if len(e)]
@@ -385,16 +392,8 @@ def update_policy(model, optimizer, experiences: list[Experience], cfg: PGConfig
         return {}
     params = [p for p in model.parameters() if p.requires_grad]
     on_policy = cfg.inner_epochs * cfg.minibatches == 1
-    skip_zero = cfg.kl_coef == 0 and cfg.entropy_coef == 0
-    ent_sum, ent_tok = 0.0, 0.0      # entropy of the sampling policy, over all rows
-    if skip_zero:
-        for e in exps:
-            idle = (e.advantages == 0).nonzero().squeeze(-1)                     # [k]
-            if len(idle):
-                sub = e.select(idle)
-                _, ent = _logprobs(model, sub, cfg)                               # [k, T']
-                ent_sum += float((ent * sub.response_mask).sum())
-                ent_tok += float(sub.response_mask.sum())
+    skip_zero = skips_zero_rows(cfg)
+    ent_sum, ent_tok = 0.0, 0.0      # entropy of the sampling policy over the processed rows
     old = [None] * len(exps)
     mismatch = 0.0
     if not on_policy:
@@ -474,7 +473,7 @@ def update_policy(model, optimizer, experiences: list[Experience], cfg: PGConfig
     n_steps = cfg.inner_epochs * cfg.minibatches
     n_rows = sum(len(e) for e in exps)
     out = {"loss": acc["loss"] / n_steps,
-           "entropy": ent_sum / max(ent_tok, 1.0),
+           "entropy": ent_sum / max(ent_tok, 1.0), "entropy_tokens": ent_tok,
            "grad_norm": sum(grad_norms) / len(grad_norms),
            "logp_mismatch_max": mismatch,
            "tokens": sum(float(e.response_mask.sum()) for e in exps),
@@ -542,7 +541,8 @@ def grpo_step(model, tok, optimizer, prompts: list[str], golds: list, reward_fn,
               stop: list[str] | None = None, ref_model=None, measure_kl: bool = False):
     """One GRPO step: sample G per prompt → reward_fn(text, gold) → advantages → update.
     `measure_kl` (with a ref_model and kl_coef 0): log the k3 KL of the sampling policy to the
-    reference on this batch (one no-grad reference forward). Returns (metrics, rollout, rewards [N])."""
+    reference on this batch (one no-grad reference forward).
+    Returns (metrics, rollout, rewards [N])."""
     G = cfg.group_size
     t0 = time.time()
     ro = M.sample(model, tok, prompts, n=G, temperature=cfg.temperature, top_p=cfg.top_p,
@@ -559,23 +559,31 @@ def grpo_step(model, tok, optimizer, prompts: list[str], golds: list, reward_fn,
     if measure_kl and ref_model is not None and not cfg.kl_coef:
         ref_logp, _ = _logprobs(ref_model, exp, pg)                               # [N, T]
         kl = M.masked_mean(k3_kl(exp.old_logp.float(), ref_logp), exp.response_mask)
-    # entropy over ALL responses of the sampling policy: the update measures it on the rows it
-    # trains on (before its first step); the dropped groups' rows get a no-grad forward here
-    n_kept, n_drop = float(exp.response_mask[keep].sum()), float(exp.response_mask[~keep].sum())
-    entropy = 0.0
-    if n_drop:
-        dropped = exp.select((~keep).nonzero().squeeze(-1))
-        _, ent = _logprobs(model, dropped, pg)                                    # [n, T]
-        entropy += float((ent * dropped.response_mask).sum())
+    # entropy over ALL responses of the sampling policy: update_policy measures it on the rows it
+    # trains on (before its step); the rows it never forwards (dropped groups, zero-advantage
+    # rows) get a no-grad forward here, before the update
+    trained = keep & ((adv != 0) | (not skips_zero_rows(pg)))                     # [N]
+    ent_sum, ent_tok = 0.0, 0.0
+    ro_ent = getattr(ro, "entropy", None)  # [N, T] if the sampler recorded it: nothing to do
+    if ro_ent is not None:
+        trained = torch.ones_like(trained)
+        ent_sum = float((ro_ent.float() * ro.response_mask).sum())
+        ent_tok = float(ro.response_mask.sum())
+    if (~trained).any():
+        rest = exp.select((~trained).nonzero().squeeze(-1))
+        _, ent = _logprobs(model, rest, pg)                                       # [n, T']
+        ent_sum, ent_tok = float((ent * rest.response_mask).sum()), float(rest.response_mask.sum())
     stats = update_policy(model, optimizer, [exp.select(keep.nonzero().squeeze(-1))], pg,
                           ref_model) if keep.any() else {}
-    entropy += stats.get("entropy", 0.0) * n_kept
+    if ro_ent is None:
+        ent_sum += stats.get("entropy", 0.0) * stats.get("entropy_tokens", 0.0)
+        ent_tok += stats.get("entropy_tokens", 0.0)
     t3 = time.time()
     lengths = ro.lengths.float()
     metrics = {
         "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
         "accuracy": float((rewards == 1.0).float().mean()),
-        "entropy": entropy / max(n_kept + n_drop, 1.0),
+        "entropy": ent_sum / max(ent_tok, 1.0),
         "response_len_mean": float(lengths.mean()), "response_len_max": int(lengths.max()),
         "clipped_frac": float((~ro.finished).float().mean()),
         "zero_std_frac": float((~varied_groups(rewards, G)).float().mean()),

@@ -5,7 +5,8 @@ loss type (token mean over the whole batch: zeroplay `token_mean` = TRL `dapo`),
 
 TRL is not a zeroplay dependency: run this with a Python that has it, e.g.
 
-    python3 -m venv .venv-trl && .venv-trl/bin/pip install torch==2.13.0 && .venv-trl/bin/pip install trl
+    python3 -m venv .venv-trl && .venv-trl/bin/pip install torch==2.13.0
+    .venv-trl/bin/pip install trl
     HF_HUB_OFFLINE=1 .venv-trl/bin/python bench/grpo_step.py            # toy base, 16 prompts x G=8
 
 Both generate until EOS or --max-new-tokens (no stop strings: TRL has none by default), keep
@@ -59,7 +60,8 @@ def run_zeroplay(cfg: Config, probs: list[dict], style: str) -> dict:
     model, tok = M.load_policy(cfg.model, device="cpu")
     rc = rlvr.Config(group_size=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
                      temperature=1.0, lr=cfg.lr, warmup_steps=0, scale_rewards="group",
-                     drop_zero_std=False, kl_every=0, loss_agg="token_mean", clip_low=0.2, clip_high=0.2,
+                     drop_zero_std=False, kl_every=0, loss_agg="token_mean", clip_low=0.2,
+                     clip_high=0.2,
                      max_grad_norm=1.0, bf16=cfg.bf16,
                      gen_batch_size=cfg.prompts * cfg.group_size,
                      micro_batch=cfg.prompts * cfg.group_size)

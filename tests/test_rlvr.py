@@ -77,7 +77,8 @@ def test_policy_loss_aggregations_hand_computed():
     assert seq.item() == pytest.approx((-2.7 / 3 + 2.1 / 2) / 2)
     const, _ = policy_loss(logp, old, adv, mask, .2, .2, "constant", constant_len=4)
     assert const.item() == pytest.approx(-0.6 / (2 * 4))
-    assert st["clip_high_frac"] == pytest.approx(1 / 5) and st["clip_low_frac"] == pytest.approx(1 / 5)
+    assert st["clip_high_frac"] == pytest.approx(1 / 5)
+    assert st["clip_low_frac"] == pytest.approx(1 / 5)
     assert st["tokens"] == 5
     # DAPO clip-higher: the 1.5 ratio is now clipped at 1.28
     hi, _ = policy_loss(logp, old, adv, mask, .2, .28, "token_mean")
@@ -171,8 +172,8 @@ def test_update_gradient_matches_direct_loss(micro_policy):
     m2, _ = M.load_policy(path, device="cpu")
     opt = torch.optim.SGD(m2.parameters(), lr=0.5)
     logp, ent = M.forward_logprobs(m2, e.input_ids, e.attention_mask, e.prompt_len)
-    # the logged entropy covers every row, skipped ones included
-    assert st["entropy"] == pytest.approx(M.masked_mean(ent, e.response_mask), rel=1e-5)
+    done = e.response_mask * (e.advantages != 0).float()[:, None]  # the rows it processed
+    assert st["entropy"] == pytest.approx(M.masked_mean(ent, done), rel=1e-5)
     loss, _ = policy_loss(logp, logp.detach(), e.advantages, e.response_mask, agg="seq_mean")
     loss.backward()
     opt.step()
@@ -239,6 +240,23 @@ def test_grpo_learns_trivial_verifiable_task(micro_policy):
     assert sum(history[-3:]) / 3 > 0.8, history
 
 
+def test_grpo_step_logs_entropy_of_all_responses(micro_policy):
+    """Skipped (zero-advantage) and trained rows together: the token-mean entropy of the whole
+    rollout under the policy that sampled it (lr 0 keeps the policy fixed to check it)."""
+    path, _, _ = micro_policy
+    M.seed_everything(1)
+    model, tok = M.load_policy(path, device="cpu")
+    cfg = rlvr.Config(group_size=4, max_new_tokens=5, bf16=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    m, ro, r = rlvr.grpo_step(model, tok, opt, ["ab", "cd", "ef"], [0, 1, 2],
+                              lambda text, gold: float(text[:1] < "a"), cfg)
+    assert 0 < m["skipped_frac"] < 1  # both kinds of rows are present
+    with torch.no_grad():
+        _, ent = M.forward_logprobs(model, ro.input_ids, ro.attention_mask, ro.prompt_len,
+                                    cfg.temperature)
+    assert m["entropy"] == pytest.approx(M.masked_mean(ent, ro.response_mask), rel=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------
 # the loop: run folder, metrics, checkpoints and exact resume
 # ---------------------------------------------------------------------------------------------
@@ -280,7 +298,8 @@ def test_run_checkpoints_and_resume_without_duplicates(micro_policy, tmp_path, m
     assert [r["step"] for r in mb] == [0, 1, 2, 3, 4]
     assert ma == mb  # the resumed run is the uninterrupted run
     assert {"reward_mean", "accuracy", "entropy", "response_len_mean", "response_len_max",
-            "clipped_frac", "kl", "clip_frac", "grad_norm", "lr", "time_generate"} <= set(_raw(b)[1])
+            "clipped_frac", "kl", "clip_frac", "grad_norm", "lr",
+            "time_generate"} <= set(_raw(b)[1])
     assert "eval/accuracy" in mb[0] and "eval/accuracy_se" in mb[4]
     assert 0 <= mb[1]["kl"] < 1e-4  # KL(policy || base) measured at step 1, before any update
     cfg = json.loads((b / "config.json").read_text())
