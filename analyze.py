@@ -628,11 +628,11 @@ def benchmark_sets(cfg: Config) -> list[EvalSet]:
 
 
 def induction_view(task: dict) -> dict:
-    """Induction task as the solver sees it (AZR section 3.2): the first half of the
-    (input, output) pairs are shown with the message; the candidate program is checked on all
-    pairs. Local helper: selfplay.py has no equivalent yet (its solve_prompt expects 'visible')."""
-    pairs = list(zip(task["inputs"], task["outputs"]))
-    return {**task, "visible": pairs[:max(1, len(pairs) // 2)], "pairs": pairs}
+    """selfplay.induction_view (the solver's visible half of the pairs plus the message) with
+    `pairs`, all (input, output) pairs: evaluation judges a candidate program on every pair."""
+    import selfplay
+
+    return {**selfplay.induction_view(task), "pairs": list(zip(task["inputs"], task["outputs"]))}
 
 
 def build_prompt(kind: str, problem: dict, style: str) -> str:

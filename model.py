@@ -146,6 +146,7 @@ class Rollout:
     prompt_len: int                # P
     response_mask: torch.Tensor    # [N, T] 1.0 on response tokens (EOS included), 0.0 on padding
     old_logp: torch.Tensor         # [N, T] log-prob of each sampled token under logits / T
+    entropy: torch.Tensor          # [N, T] full-vocabulary entropy of logits / T at each token
     texts: list[str]               # decoded responses (stop string kept, EOS/pad removed)
     finished: torch.Tensor         # [N] bool: ended by EOS or a stop string, not by the length cap
     lengths: torch.Tensor          # [N] response tokens
@@ -202,6 +203,7 @@ def _sample_chunk(model, tok, prompt_ids, n, temperature, top_p, max_new_tokens,
     B = ids.shape[0] * n
     out = torch.full((B, max_new_tokens), tok.pad_token_id, dtype=torch.long, device=dev)  # [B, T]
     out_logp = torch.zeros((B, max_new_tokens), device=dev)                      # [B, T]
+    out_ent = torch.zeros((B, max_new_tokens), device=dev)                       # [B, T]
     lengths = torch.zeros(B, dtype=torch.long, device=dev)                       # [B]
     finished = torch.zeros(B, dtype=torch.bool, device=dev)                      # [B]
     stop_ids_t = torch.tensor(stop_ids, device=dev)
@@ -229,6 +231,9 @@ def _sample_chunk(model, tok, prompt_ids, n, temperature, top_p, max_new_tokens,
             tok_t = torch.multinomial(probs, 1, generator=generator).squeeze(-1) # [b]
         out[rows, t] = tok_t
         out_logp[rows, t] = logp_all.gather(-1, tok_t[:, None]).squeeze(-1)
+        # the entropy the update would recompute, from logits already at hand (entr(0) = 0
+        # keeps tokens masked by min_new_tokens finite)
+        out_ent[rows, t] = torch.special.entr(logp_all.exp()).sum(-1)
         lengths[rows] += 1
         done = torch.isin(tok_t, stop_ids_t)                                      # [b]
         if max_stop:
@@ -248,7 +253,7 @@ def _sample_chunk(model, tok, prompt_ids, n, temperature, top_p, max_new_tokens,
         logits = model(input_ids=tok_t[:, None], attention_mask=mask, position_ids=next_pos,
                        use_cache=True, **{kv: cache}).logits[:, -1, :]            # [b, V]
         next_pos = next_pos + 1
-    return out.cpu(), out_logp.cpu(), lengths.cpu(), finished.cpu()
+    return out.cpu(), out_logp.cpu(), lengths.cpu(), finished.cpu(), out_ent.cpu()
 
 
 def sample(model, tok, prompts: list[str], n: int = 1, temperature: float = 1.0,
@@ -287,10 +292,11 @@ def sample(model, tok, prompts: list[str], n: int = 1, temperature: float = 1.0,
     logp = torch.cat([c[1] for c in chunks])                                      # [N, Tmax]
     lengths = torch.cat([c[2] for c in chunks])                                   # [N]
     finished = torch.cat([c[3] for c in chunks])                                  # [N]
+    ent = torch.cat([c[4] for c in chunks])                                       # [N, Tmax]
     T = max(int(lengths.max()), 1) if len(rows) else 1
-    resp, logp = resp[:, :T], logp[:, :T]
+    resp, logp, ent = resp[:, :T], logp[:, :T], ent[:, :T]
     response_mask = (torch.arange(T)[None, :] < lengths[:, None]).float()         # [N, T]
-    logp = logp * response_mask
+    logp, ent = logp * response_mask, ent * response_mask
     prompt_ids, prompt_mask = _pad_left(rows, tok.pad_token_id)                   # [N, P]
     input_ids = torch.cat([prompt_ids, resp], dim=1)                              # [N, P+T]
     attention_mask = torch.cat([prompt_mask, response_mask.long()], dim=1)        # [N, P+T]
@@ -303,8 +309,8 @@ def sample(model, tok, prompts: list[str], n: int = 1, temperature: float = 1.0,
                 texts[i] = text[:cut]
     return Rollout(input_ids=input_ids.to(dev), attention_mask=attention_mask.to(dev),
                    prompt_len=prompt_ids.shape[1], response_mask=response_mask.to(dev),
-                   old_logp=logp.to(dev), texts=texts, finished=finished, lengths=lengths,
-                   prompt_index=index)
+                   old_logp=logp.to(dev), entropy=ent.to(dev), texts=texts,
+                   finished=finished, lengths=lengths, prompt_index=index)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -427,7 +433,7 @@ class RunDir:
                     raise SystemExit(f"{p}:{i}: malformed JSON line ({e.msg})") from None
         return rows
 
-    def _truncate(self, file: str, step: int) -> None:
+    def truncate_log(self, file: str, step: int) -> None:
         """Keep only the lines of `file` whose step is <= `step` (drop what came after the
         checkpoint we resume from, so nothing is duplicated when those steps run again)."""
         p = self.path / file
@@ -491,7 +497,7 @@ class RunDir:
         _set_rng_state(ts["rng"])
         step = int(ts["step"])
         for f in ("metrics.jsonl", "samples.jsonl"):
-            self._truncate(f, step)
+            self.truncate_log(f, step)
         return step, ts.get("extra", {})
 
 

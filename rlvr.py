@@ -559,31 +559,16 @@ def grpo_step(model, tok, optimizer, prompts: list[str], golds: list, reward_fn,
     if measure_kl and ref_model is not None and not cfg.kl_coef:
         ref_logp, _ = _logprobs(ref_model, exp, pg)                               # [N, T]
         kl = M.masked_mean(k3_kl(exp.old_logp.float(), ref_logp), exp.response_mask)
-    # entropy over ALL responses of the sampling policy: update_policy measures it on the rows it
-    # trains on (before its step); the rows it never forwards (dropped groups, zero-advantage
-    # rows) get a no-grad forward here, before the update
-    trained = keep & ((adv != 0) | (not skips_zero_rows(pg)))                     # [N]
-    ent_sum, ent_tok = 0.0, 0.0
-    ro_ent = getattr(ro, "entropy", None)  # [N, T] if the sampler recorded it: nothing to do
-    if ro_ent is not None:
-        trained = torch.ones_like(trained)
-        ent_sum = float((ro_ent.float() * ro.response_mask).sum())
-        ent_tok = float(ro.response_mask.sum())
-    if (~trained).any():
-        rest = exp.select((~trained).nonzero().squeeze(-1))
-        _, ent = _logprobs(model, rest, pg)                                       # [n, T']
-        ent_sum, ent_tok = float((ent * rest.response_mask).sum()), float(rest.response_mask.sum())
+    # entropy over ALL responses of the sampling policy, as the sampler recorded it
+    entropy = M.masked_mean(ro.entropy.float(), ro.response_mask)
     stats = update_policy(model, optimizer, [exp.select(keep.nonzero().squeeze(-1))], pg,
                           ref_model) if keep.any() else {}
-    if ro_ent is None:
-        ent_sum += stats.get("entropy", 0.0) * stats.get("entropy_tokens", 0.0)
-        ent_tok += stats.get("entropy_tokens", 0.0)
     t3 = time.time()
     lengths = ro.lengths.float()
     metrics = {
         "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
         "accuracy": float((rewards == 1.0).float().mean()),
-        "entropy": ent_sum / max(ent_tok, 1.0),
+        "entropy": entropy,
         "response_len_mean": float(lengths.mean()), "response_len_max": int(lengths.max()),
         "clipped_frac": float((~ro.finished).float().mean()),
         "zero_std_frac": float((~varied_groups(rewards, G)).float().mean()),

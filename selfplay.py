@@ -958,12 +958,7 @@ def self_play_step(S: Session, step: int) -> tuple[dict, list[dict]]:
             experiences.append(e if len(keep) == n_rows else e.select(torch.tensor(keep)))
         if c >= n_main:  # role metrics describe the AZR batches, not the estimation samples
             continue
-        ent = getattr(ro, "entropy", None)  # [n, T] if the sampler recorded it
-        if ent is None:  # else one no-grad forward: full-vocabulary entropy at temperature T
-            _, ent = M.batched_logprobs(S.model, ro.input_ids, ro.attention_mask,
-                                        ro.prompt_len, temperature=cfg.temperature,
-                                        micro_batch=cfg.micro_batch)
-        ent = ent.float() * ro.response_mask                                       # [n, T]
+        ent = ro.entropy.float() * ro.response_mask  # [n, T] full-vocab, recorded by the sampler
         for j, (_, _, g, _, _) in enumerate(mine):
             ent_sum[g] = ent_sum.get(g, 0.0) + float(ent[j].sum())
             tok_sum[g] = tok_sum.get(g, 0.0) + float(ro.response_mask[j].sum())
@@ -1073,7 +1068,7 @@ def main(cfg: Config, buffers: dict | None = None) -> dict:
     start, history, eval_cost = 0, {}, 0.0
     if cfg.resume and run.latest_checkpoint() is not None:
         start, extra = run.resume(model, optimizer)
-        run._truncate("tasks.jsonl", start)
+        run.truncate_log("tasks.jsonl", start)
         S.buffers = extra["buffers"]
         S.rng.setstate(_tuple_state(extra["rng"]))
         history = extra.get("history", {})

@@ -22,7 +22,6 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch

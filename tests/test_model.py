@@ -192,3 +192,11 @@ def test_parse_config_flags_and_help():
         tags: list[str] = None  # some tags
     c = M.parse_config(Cfg, ["--steps", "5", "--no-flag", "--tags", "a", "b"])
     assert (c.steps, c.lr, c.flag, c.tags) == (5, 0.1, False, ["a", "b"])
+
+
+def test_sampler_entropy_matches_forward_pass(micro_policy):
+    _, model, tok = micro_policy
+    ro = M.sample(model, tok, ["hello", "ab"], n=3, temperature=0.8, max_new_tokens=6, seed=2)
+    _, ent = M.batched_logprobs(model, ro.input_ids, ro.attention_mask, ro.prompt_len,
+                                temperature=0.8)
+    assert torch.allclose(ro.entropy, ent * ro.response_mask, atol=1e-4)
