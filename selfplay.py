@@ -55,7 +55,8 @@ Decisions and deviations (each is a flag, so the paper's setting stays one switc
     - `--solve-batch-size 16` (AZR: = --batch-size) and `--train-on-estimates` (AZR: off): the
       n estimation samples on each new task are on-policy solver rollouts already paid for; the
       toy solver succeeds ~10% of the time, so one rollout per task gives ~1 positive sample per
-      group per step.
+      group per step. Those n samples of one task form a GRPO group (`--estimate-advantage
+      group`, see `estimate_advantages`): tasks nobody (or everybody) solves give no gradient.
     - `--k-refs 2`, `--n-inputs 6` (AZR 6, 10): what the toy base was pretrained on.
     - `--lr 1e-4` (AZR 1e-6 for 7B), `--threads 1` (2 threads were ~10x slower on the shared
       2-core machine).
@@ -361,6 +362,20 @@ def trr_advantages(rewards, groups: list, eps: float = 1e-6) -> torch.Tensor:
     return adv
 
 
+def estimate_advantages(rewards, n: int) -> torch.Tensor:
+    """Advantages of the --train-on-estimates solver samples (not in AZR, whose solver trains on
+    one sample per buffer task): the n samples that estimated one task's solve rate form a
+    GRPO group, A = (r - mean_task) / (std_task + eps) (rlvr.group_advantages, scale "group").
+    A task solved 0 or n times gives no gradient. Under TRR++ (`--estimate-advantage trr`) the
+    wrong answers to the many tasks nobody solves would all be pushed down against the batch
+    baseline — a large, noisy "unlikelihood" gradient that, on the toy base, kept held-out
+    accuracy flat. rewards: [N] ordered task by task (N a multiple of n). Returns [N]."""
+    import rlvr
+
+    r = torch.as_tensor(rewards, dtype=torch.float32).flatten()                  # [N]
+    return rlvr.group_advantages(r, n, "group") if r.numel() else r
+
+
 def std_error(p: float, n: int) -> float:
     """Binomial standard error of an accuracy p measured on n problems."""
     return math.sqrt(max(p * (1.0 - p), 0.0) / n) if n > 0 else float("nan")
@@ -587,6 +602,7 @@ class Config:
     freeze_proposer: bool = False      # ablation (Chae et al.): proposer samples get no gradient, s still estimated and logged
     solver_only: bool = False          # ablation (AZR Table 2 "train solver only"): no proposer gradient and no s estimation
     train_on_estimates: bool = True    # also train the solver on the --n-estimate samples of each new task (not in AZR; off = AZR; no effect with --solver-only)
+    estimate_advantage: str = "group"  # advantages of those samples: group (each task's n samples are a GRPO group) | trr (TRR++ together with the AZR batch)
     lr: float = 1e-4                   # AdamW learning rate, constant (AZR: 1e-6 for 7B models)
     weight_decay: float = 0.0          # AdamW weight decay (AZR: 0)
     clip_low: float = 0.2              # PPO clip below (inactive: one optimizer step per batch, ratio = 1, as AZR)
@@ -633,6 +649,11 @@ def check_config(cfg: Config) -> list[str]:
                  "micro_batch", "sample_batch"):
         if getattr(cfg, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.estimate_advantage not in ("group", "trr"):
+        raise SystemExit(f"--estimate-advantage {cfg.estimate_advantage!r}: expected group or trr")
+    if cfg.train_on_estimates and cfg.estimate_advantage == "group" and cfg.n_estimate < 2:
+        raise SystemExit("--estimate-advantage group needs --n-estimate >= 2 (a group of one "
+                         "sample has no baseline); pass --estimate-advantage trr")
     if not 1 <= cfg.min_successes <= cfg.n_estimate:
         raise SystemExit(f"--min-successes must be in [1, --n-estimate={cfg.n_estimate}], "
                          f"got {cfg.min_successes}")
@@ -942,7 +963,13 @@ def self_play_step(S: Session, step: int) -> tuple[dict, list[dict]]:
                              est_rewards[q][j % cfg.n_estimate], True))
         trained_chunks = trained_chunks + est_chunks
     groups = [r[2] for r in rows]
-    adv = trr_advantages([r[3] for r in rows], groups) if rows else torch.zeros(0)
+    if cfg.estimate_advantage == "trr" or n_main_rows == len(rows):
+        adv = trr_advantages([r[3] for r in rows], groups) if rows else torch.zeros(0)  # [N]
+    else:  # TRR++ over the AZR batch; each task's n estimation samples form a GRPO group
+        adv = torch.cat([trr_advantages([r[3] for r in rows[:n_main_rows]],
+                                        groups[:n_main_rows]) if n_main_rows else torch.zeros(0),
+                         estimate_advantages([r[3] for r in rows[n_main_rows:]],
+                                             cfg.n_estimate)])                    # [N]
     experiences, stat = [], {}
     ent_sum, tok_sum, len_sum, n_sum = {}, {}, {}, {}
     start = 0

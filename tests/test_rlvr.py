@@ -283,6 +283,23 @@ def _metrics(folder):  # without the wall-clock timings
     return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in _raw(folder)]
 
 
+def test_resume_without_checkpoint_starts_over(micro_policy, tmp_path, monkeypatch):
+    """An attempt killed before its first checkpoint leaves only logs: a plain run refuses the
+    folder, and --resume starts over without appending to them."""
+    monkeypatch.setattr(rlvr, "math_reward", _fake_reward)
+    path, _, _ = micro_policy
+    a, b = tmp_path / "a", tmp_path / "b"
+    _run(a, path, 2)
+    _run(b, path, 1, extra=["--save-every", "100"])  # checkpoints at the end only ...
+    import shutil
+    shutil.rmtree(b / "checkpoints")  # ... killed before saving anything
+    with pytest.raises(SystemExit, match="already holds a run"):
+        _run(b, path, 2)
+    _run(b, path, 2, resume=True)
+    assert [r["step"] for r in _metrics(b)] == [0, 1, 2]
+    assert _metrics(a) == _metrics(b)
+
+
 def test_run_checkpoints_and_resume_without_duplicates(micro_policy, tmp_path, monkeypatch):
     monkeypatch.setattr(rlvr, "math_reward", _fake_reward)  # loop mechanics, not the verifier
     path, _, _ = micro_policy

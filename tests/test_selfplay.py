@@ -372,3 +372,15 @@ def test_update_rows_carry_their_own_advantages(micro_policy, tmp_path, monkeypa
                 assert (e.advantages[i] > 0) == (len(text) % 2 == 0), text
                 checked += 1
     assert checked > 0
+
+
+def test_estimate_advantages_are_per_task_groups():
+    # task 1: one success in 4 → mean -0.125, Bessel std 0.75 → (1.125, -0.375 x3) / 0.75;
+    # task 2: never solved → no gradient (under TRR++ its wrong answers would be pushed down)
+    r = [1.0, -0.5, -0.5, -0.5, -0.5, -0.5, -0.5, -0.5]
+    a = SP.estimate_advantages(r, 4)
+    assert a[:4].tolist() == pytest.approx([1.5, -0.5, -0.5, -0.5], abs=1e-3)
+    assert a[4:].tolist() == [0.0] * 4
+    assert SP.estimate_advantages([], 4).numel() == 0
+    with pytest.raises(SystemExit, match="--n-estimate >= 2"):
+        SP.check_config(SP.Config(n_estimate=1, min_successes=1))
