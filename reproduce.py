@@ -168,6 +168,7 @@ def stage_list(cfg: Config, out: Path) -> list[Stage]:
     analysis = out / "analysis"
     stages.append(Stage("analyze", ["analyze.py", "--runs", *[rel(out / r) for r in RUNS],
                                     "--out", rel(analysis), "--seed", str(cfg.seed)]
+                        + (["--threads", str(cfg.threads)] if cfg.threads else [])
                         + (QUICK["analyze"] if quick else []),
                         folder=analysis, record=analysis / "stage.json", resumable=False))
     return stages
@@ -330,12 +331,8 @@ def run_logged(cmd: list, log_path: Path, env: dict | None = None) -> int:
 
 
 def stage_env(cfg: Config) -> dict:
-    """Environment of the subprocesses: unbuffered output; with --threads also OMP threads (for
-    analyze, which has no --threads flag)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if cfg.threads:
-        env["OMP_NUM_THREADS"] = str(cfg.threads)
-    return env
+    """Environment of the subprocesses: unbuffered output (every script takes --threads)."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 def run_stage(stage: Stage, cfg: Config, out: Path) -> dict:
