@@ -536,8 +536,10 @@ ROLE_NAMES = {"propose": "proposer", "solve": "solver"}
 
 def entropy_series(metrics: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Every entropy key of a run → (steps, values): "entropy", "<role>/entropy" and
-    "<role>/<task>/entropy" (read generically; non-finite values dropped)."""
-    keys = sorted({k for m in metrics for k in m if k == "entropy" or k.endswith("/entropy")})
+    "<role>/<task>/entropy" (read generically; non-finite values dropped; "time/..." keys are
+    timings, not entropies)."""
+    keys = sorted({k for m in metrics for k in m
+                   if k == "entropy" or (k.endswith("/entropy") and not k.startswith("time/"))})
     series = {k: metric_series(metrics, k) for k in keys}
     return {k: v for k, v in series.items() if v is not None}
 

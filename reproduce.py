@@ -257,11 +257,14 @@ def since_last_completion(attempts: list[dict]) -> list[dict]:
 
 def write_record(stage: Stage, out: Path) -> dict:
     """stage.json after exit code 0: command, wall seconds (this attempt plus the interrupted or
-    failed ones since the stage last completed), commit, finish time, machine."""
+    failed ones since the stage last completed), the commit each attempt started from (one
+    string, or a list when a resumed stage spanned commits), finish time, machine."""
     tries = since_last_completion(attempts_of(out, stage.name))
+    commits = list(dict.fromkeys(a.get("commit") for a in tries if a.get("commit")))
     rec = {"stage": stage.name, "command": ["python", *stage.cmd],
            "wall_seconds": round(sum(a["seconds"] for a in tries), 1), "attempts": len(tries),
-           "commit": git_commit(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+           "commit": (commits[0] if len(commits) == 1 else commits) if commits else git_commit(),
+           "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
            "machine": machine_summary()}
     if stage.name == "base":
         rec["model_dir"] = str(stage.folder)
@@ -364,7 +367,7 @@ def run_stage(stage: Stage, cfg: Config, out: Path) -> dict:
     log_path = out / f"{stage.name}.log"
     print(f"[reproduce] {stage.name}: running `python {shlex.join(cmd)}` (log: {rel(log_path)})",
           flush=True)
-    t0, rc = time.time(), None
+    t0, rc, commit = time.time(), None, git_commit()  # the code this attempt runs
     try:
         rc = run_logged([sys.executable, *cmd], log_path, stage_env(cfg))
     except KeyboardInterrupt:
@@ -374,7 +377,7 @@ def run_stage(stage: Stage, cfg: Config, out: Path) -> dict:
     finally:
         log_attempt(out, {"stage": stage.name, "started": time.strftime(
             "%Y-%m-%d %H:%M:%S", time.localtime(t0)), "seconds": round(time.time() - t0, 1),
-            "exit": rc, "resumed": resumed})
+            "exit": rc, "resumed": resumed, "commit": commit})
     if rc != 0:
         raise SystemExit(f"[reproduce] stage {stage.name} failed (exit code {rc}); its output is "
                          f"in {rel(log_path)}. Fix the cause and run the same command again: "

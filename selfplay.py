@@ -991,7 +991,7 @@ def self_play_step(S: Session, step: int) -> tuple[dict, list[dict]]:
             tok_sum[g] = tok_sum.get(g, 0.0) + float(ro.response_mask[j].sum())
             len_sum[g] = len_sum.get(g, 0.0) + float(ro.lengths[j])
             n_sum[g] = n_sum.get(g, 0) + 1
-    t_ent = time.time() - t0
+    t_prep = time.time() - t0  # advantages and experience batches
     t0 = time.time()
     # All-zero advantages (every group constant) give a zero policy gradient: skip the update
     # unless an entropy bonus or KL term would still move the policy.
@@ -1043,7 +1043,7 @@ def self_play_step(S: Session, step: int) -> tuple[dict, list[dict]]:
                     if isinstance(v, (int, float)) or torch.is_tensor(v)})
     metrics["update/skipped"] = int(not stat)
     metrics.update({f"time/{k}": v for k, v in times.items()})
-    metrics["time/entropy"] = t_ent
+    metrics["time/prepare"] = t_prep
     metrics["time/step"] = time.time() - t_step
 
     samples = []

@@ -239,7 +239,8 @@ def test_param_kind_and_layer():
 # ---------------------------------------------------------------------------------------------
 def test_entropy_series_and_summary():
     metrics = [{"step": s, "entropy": 2.0 - 0.1 * s, "propose/entropy": 1.5, "solve/entropy": 1.0 + (s == 3),
-                "solve/deduction/entropy": 0.9, "reward_mean": 0.1} for s in range(1, 11)]
+                "solve/deduction/entropy": 0.9, "reward_mean": 0.1, "time/entropy": 4.0}
+               for s in range(1, 11)]
     metrics.append({"step": 11, "entropy": float("nan")})
     ser = A.entropy_series(metrics)
     assert set(ser) == {"entropy", "propose/entropy", "solve/entropy", "solve/deduction/entropy"}

@@ -232,6 +232,16 @@ def test_stages_run_then_skip(tmp_path, capsys):
     assert "selfplay: done earlier" in capsys.readouterr().out
 
 
+def test_record_names_the_commit_the_stage_started_from(tmp_path, monkeypatch):
+    """A commit made while a stage runs must not be credited with its results."""
+    commits = iter(["aaa111", "bbb222", "bbb222"])
+    monkeypatch.setattr(R, "git_commit", lambda: next(commits))
+    cfg = R.Config(out=str(tmp_path / "out"))
+    R.main(cfg, [fake_stage(tmp_path, "sft")])
+    rec = json.loads((tmp_path / "out" / "sft" / "stage.json").read_text())
+    assert rec["commit"] == "aaa111"
+
+
 def test_interrupted_stage_resumes_or_starts_over(tmp_path, capsys):
     cfg = R.Config(out=str(tmp_path / "out"))
     with_ckpt, without = fake_stage(tmp_path, "selfplay"), fake_stage(tmp_path, "rlvr")
