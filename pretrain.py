@@ -1,7 +1,7 @@
 """pretrain.py — build the toy base model from scratch on CPU.
 
 There is no model hub here, so zeroplay carries an embedded default: a ~6M-parameter Llama-style
-causal LM with a character-level tokenizer, pretrained for ~25 minutes on 2 CPU cores on the toy
+causal LM with a character-level tokenizer, pretrained for ~22 minutes on 2 CPU cores on the toy
 world (toydata.py) rendered in exactly the prompt formats that selfplay.py, rlvr.py and sft.py use:
 
   solver documents    (deduction / abduction / induction prompt + answer block)

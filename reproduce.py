@@ -8,7 +8,7 @@
 Stages, in order, each a subprocess `python X.py --out <out>/<stage> ...` run in the repo root
 (output shown here and appended to <out>/<stage>.log); full-budget wall times on 2 CPU cores:
 
-  base             the toy base (pretrain.py, about 25-32 min; skipped when runs/toy-base exists)
+  base             the toy base (pretrain.py, about 22 min; skipped when runs/toy-base exists)
   selfplay         AZR self-play, learnability reward (selfplay.py defaults: 60 steps, <= 28 min)
   selfplay-peak50  the same with the R-Zero-style proposer reward (--proposer-reward peak50)
   selfplay-frozen  the same with a frozen proposer (--freeze-proposer)
