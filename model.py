@@ -472,6 +472,19 @@ class RunDir:
         ck = self.checkpoints()
         return ck[-1] if ck else None
 
+    def claim(self, resume: bool, logs=("metrics.jsonl", "samples.jsonl")) -> None:
+        """Guard the folder before a run starts: without --resume, a folder that already holds a
+        run (metrics.jsonl or a checkpoint) is refused, so logs are never silently appended to;
+        with --resume but no checkpoint yet, the `logs` of the unsaved attempt are dropped and
+        the run starts over."""
+        has_run = (self.path / "metrics.jsonl").exists() or self.latest_checkpoint() is not None
+        if has_run and not resume:
+            raise SystemExit(f"--out {self.path} already holds a run: pass --resume to continue "
+                             f"it, or choose another --out")
+        if resume and self.latest_checkpoint() is None:
+            for f in logs:
+                (self.path / f).unlink(missing_ok=True)
+
     def resume(self, model, optimizer=None) -> tuple[int, dict]:
         """Restore weights, optimizer and RNG states from the latest checkpoint and truncate the
         logs to its step. Returns (step, extra); (0, {}) when there is no checkpoint yet."""

@@ -594,10 +594,7 @@ def main(cfg: Config) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = M.RunDir(cfg.out)
-    has_run = (run.path / "metrics.jsonl").exists() or run.latest_checkpoint() is not None
-    if has_run and not cfg.resume:
-        raise SystemExit(f"--out {cfg.out} already holds a run: pass --resume to continue "
-                         f"that run, or choose another --out")
+    run.claim(cfg.resume)
     model, tok = M.load_policy(cfg.model, cfg.device, cfg.dtype)
     style = M.prompt_style(tok) if cfg.prompt_style == "auto" else cfg.prompt_style
     problems = load_problems(cfg)
@@ -609,9 +606,6 @@ def main(cfg: Config) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
                                   weight_decay=cfg.weight_decay)
     start, extra = run.resume(model, optimizer) if cfg.resume else (0, {})
-    if start == 0:  # nothing saved yet: start over, dropping the logs of an unsaved attempt
-        for f in ("metrics.jsonl", "samples.jsonl"):
-            (run.path / f).unlink(missing_ok=True)
     run.write_config({**dataclasses.asdict(cfg), "model": M.resolve_model(cfg.model),
                       "script": "rlvr.py", "prompt_style": style})
     if start == 0 and heldout:

@@ -1078,9 +1078,7 @@ def main(cfg: Config, buffers: dict | None = None) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = M.RunDir(cfg.out)
-    if not cfg.resume and (run.path / "metrics.jsonl").exists():
-        raise SystemExit(f"--out {cfg.out} already holds a run (metrics.jsonl): pass --resume "
-                         f"to continue it, or choose another --out")
+    run.claim(cfg.resume, logs=("metrics.jsonl", "samples.jsonl", "tasks.jsonl"))
     model_path = M.resolve_model(cfg.model)
     model, tok = M.load_policy(model_path, cfg.device, cfg.dtype)
     style = prompt_style_for(cfg, tok)
@@ -1103,8 +1101,6 @@ def main(cfg: Config, buffers: dict | None = None) -> dict:
     else:
         if cfg.resume:
             print(f"[selfplay] --resume: no checkpoint in {cfg.out}, starting fresh", flush=True)
-            for f in ("metrics.jsonl", "samples.jsonl", "tasks.jsonl"):
-                (run.path / f).unlink(missing_ok=True)
         run.write_config({**dataclasses.asdict(cfg), "model": model_path,
                           "script": "selfplay.py", "resolved": {"style": style, **r},
                           "task_types_list": types})

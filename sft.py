@@ -303,10 +303,6 @@ def main(cfg: Config) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = M.RunDir(cfg.out)
-    has_run = (run.path / "metrics.jsonl").exists() or run.latest_checkpoint() is not None
-    if has_run and not cfg.resume:
-        raise SystemExit(f"--out {cfg.out} already holds a run: pass --resume to continue it, "
-                         f"or choose another --out")
     if cfg.resume and (run.path / "config.json").exists():
         old = run.read_config()
         diff = [f"--{k.replace('_', '-')} {old.get(k)!r} → {getattr(cfg, k)!r}"
@@ -314,6 +310,7 @@ def main(cfg: Config) -> dict:
         if diff:
             raise SystemExit(f"--resume {cfg.out}: the run was started with other data settings "
                              f"({'; '.join(diff)}); resume with the original ones")
+    run.claim(cfg.resume)
 
     # --- model and data ------------------------------------------------------------------------
     rows = load_rows(cfg.train_data) if cfg.train_data else toydata.make_arith(
@@ -345,9 +342,6 @@ def main(cfg: Config) -> dict:
     start, extra = 0, {}
     if cfg.resume:
         start, extra = run.resume(model, opt)
-        if start == 0:  # nothing saved yet: start over, dropping logs of the unsaved attempt
-            for f in ("metrics.jsonl", "samples.jsonl"):
-                (run.path / f).unlink(missing_ok=True)
     if start == 0:
         run.write_config({**dataclasses.asdict(cfg), "model": model_path, "script": "sft.py",
                           "style": style, "n_examples": len(examples), "n_dropped": dropped,

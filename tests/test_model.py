@@ -200,3 +200,14 @@ def test_sampler_entropy_matches_forward_pass(micro_policy):
     _, ent = M.batched_logprobs(model, ro.input_ids, ro.attention_mask, ro.prompt_len,
                                 temperature=0.8)
     assert torch.allclose(ro.entropy, ent * ro.response_mask, atol=1e-4)
+
+
+def test_rundir_claim_refuses_or_starts_over(tmp_path):
+    run = M.RunDir(tmp_path / "run")
+    run.claim(resume=False)                       # empty folder: fine
+    run.log(1, {"loss": 1.0})
+    (run.path / "tasks.jsonl").write_text("{}\n")
+    with pytest.raises(SystemExit, match="already holds a run: pass --resume"):
+        run.claim(resume=False)
+    run.claim(resume=True, logs=("metrics.jsonl", "tasks.jsonl"))  # nothing saved: start over
+    assert not (run.path / "metrics.jsonl").exists() and not (run.path / "tasks.jsonl").exists()

@@ -178,6 +178,19 @@ def _lines(out):
     return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+def _crash_after(monkeypatch, crash_step):
+    """Make RunDir.log raise KeyboardInterrupt right after it logs `crash_step` (a crash between
+    logging and checkpointing); returns the real RunDir.log to put back."""
+    real_log = M.RunDir.log
+
+    def crashing_log(self, step, metrics, file="metrics.jsonl"):
+        real_log(self, step, metrics, file)
+        if step == crash_step:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(M.RunDir, "log", crashing_log)
+    return real_log
+
 def test_resume_no_lost_or_duplicated_metrics(micro_policy, tmp_path, monkeypatch):
     path = micro_policy[0]
     ref = tmp_path / "ref"
@@ -195,14 +208,7 @@ def test_resume_no_lost_or_duplicated_metrics(micro_policy, tmp_path, monkeypatc
 
     # crash right after step 3 is logged (checkpoint at 2): resume redoes step 3 exactly once
     out = tmp_path / "crash"
-    real_log = M.RunDir.log
-
-    def crashing_log(self, step, metrics, file="metrics.jsonl"):
-        real_log(self, step, metrics, file)
-        if step == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(M.RunDir, "log", crashing_log)
+    real_log = _crash_after(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         sft.main(_cfg(path, out))
     monkeypatch.setattr(M.RunDir, "log", real_log)
@@ -225,13 +231,7 @@ def test_resume_no_lost_or_duplicated_metrics(micro_policy, tmp_path, monkeypatc
 
     # crash before the first checkpoint: --resume starts over without repeating step 0's line
     early = tmp_path / "early"
-
-    def early_crash(self, step, metrics, file="metrics.jsonl"):
-        real_log(self, step, metrics, file)
-        if step == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(M.RunDir, "log", early_crash)
+    _crash_after(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
         sft.main(_cfg(path, early))
     monkeypatch.setattr(M.RunDir, "log", real_log)
