@@ -712,10 +712,11 @@ def build_eval_sets(n: int, seed: int, n_inputs: int) -> dict[str, list[dict]]:
 
 
 @torch.no_grad()
-def evaluate(S) -> dict:
+def evaluate(S) -> tuple[dict, dict[str, list[int]]]:
     """Greedy held-out solver accuracy per type with its binomial standard error, and the mean
     over types (its SE from the per-type SEs): eval/<task>/accuracy, eval/<task>/se,
-    eval/accuracy, eval/se. All three types are evaluated whatever --task-types trains."""
+    eval/accuracy, eval/se. All three types are evaluated whatever --task-types trains.
+    Also returns each task's 0/1 correctness per type, for the paired gain (`paired_gain`)."""
     prompts, stops, where = [], [], []
     for t, tasks in S.eval_sets.items():
         for i, task in enumerate(tasks):
@@ -725,18 +726,47 @@ def evaluate(S) -> dict:
             where.append((t, i))
     chunks = sample_grouped(S, prompts, stops, 1, 0.0, S.r["solve_max_tokens"])
     texts = [x[0] for x in flat_texts(chunks, len(prompts), 1)]
-    out, accs, ses = {}, [], []
+    out, accs, ses, per_task = {}, [], [], {}
     for t, tasks in S.eval_sets.items():
         mine = [j for j, (tt, _) in enumerate(where) if tt == t]
         correct, _ = score_answers(t, tasks, [texts[j] for j in mine], S.style,
                                    S.cfg.exec_timeout)
+        per_task[t] = [int(c) for c in correct]
         acc = sum(correct) / len(correct)
         out[f"eval/{t}/accuracy"], out[f"eval/{t}/se"] = acc, std_error(acc, len(correct))
         accs.append(acc)
         ses.append(out[f"eval/{t}/se"])
     out["eval/accuracy"] = sum(accs) / len(accs)
     out["eval/se"] = math.sqrt(sum(s * s for s in ses)) / len(ses)
-    return out
+    return out, per_task
+
+
+def eval_row(correct: dict[str, list[int]]) -> dict:
+    """One line of eval.jsonl: each held-out task's greedy 0/1 correctness per type, as a
+    string of digits (task i is character i) — analyze.py pairs any two evaluations with it."""
+    return {"correct": {t: "".join(str(int(c)) for c in v) for t, v in correct.items()}}
+
+
+def paired_gain(base: dict[str, list[int]], final: dict[str, list[int]]) -> tuple[float, float]:
+    """Gain of the mean-over-types accuracy, final - base, measured on the SAME held-out tasks,
+    and its paired standard error. Per type t with n_t tasks, d_i = final_i - base_i in {-1,0,1};
+    gain = (1/T) sum_t mean(d_t) and SE = (1/T) sqrt(sum_t var(d_t) / n_t), var with ddof=1.
+    Tasks both models get right (or both wrong) add no noise, so this SE is smaller than
+    sqrt(se_base^2 + se_final^2), which treats the two accuracies as independent samples."""
+    types = [t for t in base if t in final]
+    if not types:
+        raise ValueError("paired_gain: no task type evaluated in both")
+    gain, var = 0.0, 0.0
+    for t in types:
+        if len(base[t]) != len(final[t]) or len(base[t]) < 2:
+            raise ValueError(f"paired_gain: {t}: need the same >= 2 tasks in both evaluations, "
+                             f"got {len(base[t])} and {len(final[t])}")
+        d = [f - b for b, f in zip(base[t], final[t])]
+        n = len(d)
+        m = sum(d) / n
+        gain += m
+        var += sum((x - m) ** 2 for x in d) / (n - 1) / n
+    return gain / len(types), math.sqrt(var) / len(types)
 
 
 # ==============================================================================================
@@ -1078,7 +1108,7 @@ def main(cfg: Config, buffers: dict | None = None) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = M.RunDir(cfg.out)
-    run.claim(cfg.resume, logs=("metrics.jsonl", "samples.jsonl", "tasks.jsonl"))
+    run.claim(cfg.resume, logs=("metrics.jsonl", "samples.jsonl", "tasks.jsonl", "eval.jsonl"))
     model_path = M.resolve_model(cfg.model)
     model, tok = M.load_policy(model_path, cfg.device, cfg.dtype)
     style = prompt_style_for(cfg, tok)
@@ -1094,6 +1124,7 @@ def main(cfg: Config, buffers: dict | None = None) -> dict:
     if cfg.resume and run.latest_checkpoint() is not None:
         start, extra = run.resume(model, optimizer)
         run.truncate_log("tasks.jsonl", start)
+        run.truncate_log("eval.jsonl", start)
         S.buffers = extra["buffers"]
         S.rng.setstate(_tuple_state(extra["rng"]))
         history = extra.get("history", {})
@@ -1112,15 +1143,16 @@ def main(cfg: Config, buffers: dict | None = None) -> dict:
             seed_m = seed_buffers(S)
         seed_m["time/seed"] = time.time() - t0
         t0 = time.time()
-        base = evaluate(S)
+        base, base_correct = evaluate(S)
         eval_cost = time.time() - t0
         seed_m.update(base, **{"time/eval": eval_cost},
                       **{f"buffer/{t}": len(S.buffers[t]) for t in TASK_TYPES})
         run.log(0, seed_m)
-        history = {"base": base, "valid_rates": []}
+        run.log(0, eval_row(base_correct), file="eval.jsonl")
+        history = {"base": base, "base_correct": base_correct, "valid_rates": []}
         print(f"[selfplay] base held-out accuracy {_fmt_eval(base)}", flush=True)
 
-    step, last_eval = start, None
+    step, last_eval, last_correct = start, None, None
     bar = tqdm(range(start + 1, cfg.steps + 1), desc="self-play", dynamic_ncols=True)
     for step in bar:
         m, samples = self_play_step(S, step)
@@ -1129,9 +1161,10 @@ def main(cfg: Config, buffers: dict | None = None) -> dict:
         out_of_time = cfg.max_minutes > 0 and (time.time() - t_start + ahead) / 60 > cfg.max_minutes
         if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps or out_of_time:
             t0 = time.time()
-            last_eval = evaluate(S)
+            last_eval, last_correct = evaluate(S)
             eval_cost = time.time() - t0
             m.update(last_eval, **{"time/eval": eval_cost})
+            run.log(step, eval_row(last_correct), file="eval.jsonl")
         run.log(step, m)
         run.write_samples(step, samples)
         if "propose/valid_rate" in m:
@@ -1150,7 +1183,7 @@ def main(cfg: Config, buffers: dict | None = None) -> dict:
             break
     bar.close()
     if last_eval is None and step > start:  # defensive: the loop always evaluates its last step
-        last_eval = evaluate(S)
+        last_eval, last_correct = evaluate(S)
     minutes = (time.time() - t_start) / 60
     vr = history.get("valid_rates", [])
     base = history.get("base") or {}
@@ -1160,12 +1193,16 @@ def main(cfg: Config, buffers: dict | None = None) -> dict:
     if base and last_eval:  # final - base, with the SE of a difference of independent estimates
         summary["gain"] = last_eval["eval/accuracy"] - base["eval/accuracy"]
         summary["gain_se"] = math.hypot(last_eval["eval/se"], base["eval/se"])
+    if history.get("base_correct") and last_correct:  # same tasks both times: the paired SE
+        summary["gain_paired_se"] = paired_gain(history["base_correct"], last_correct)[1] \
+            if cfg.eval_n >= 2 else None
     (run.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if last_eval:
         print(f"[selfplay] done: {step} steps in {minutes:.1f} min | held-out accuracy base "
               f"{_fmt_eval(history.get('base') or {})} → final {_fmt_eval(last_eval)} | "
               f"gain {summary.get('gain', float('nan')):+.3f} ± "
-              f"{summary.get('gain_se', float('nan')):.3f} | valid-proposal rate min "
+              f"{summary.get('gain_se', float('nan')):.3f} (paired SE "
+              f"{_nan(summary.get('gain_paired_se')):.3f}) | valid-proposal rate min "
               f"{_num(summary['valid_rate_min'])} mean {_num(summary['valid_rate_mean'])}",
               flush=True)
     return summary
@@ -1186,6 +1223,10 @@ def _tuple_state(state):
     if isinstance(state, list):
         return tuple(tuple(x) if isinstance(x, list) else x for x in state)
     return state
+
+
+def _nan(x) -> float:
+    return float("nan") if x is None else x
 
 
 def _num(x) -> str:

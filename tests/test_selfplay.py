@@ -1,6 +1,7 @@
 """Tests for selfplay.py: reward functions, TRR++, buffers, parsing, and two self-play steps end
 to end on the micro model (buffers seeded directly; the micro model proposes garbage)."""
 import json
+import math
 import random
 
 import pytest
@@ -109,6 +110,33 @@ def test_trr_advantages_differ_from_global_normalisation():
 def _task(i, step):
     return {"program": f"def f(x):\n    return x + {i}", "input": "1", "output": repr(1 + i),
             "step": step}
+
+
+def test_paired_gain_hand_computed():
+    # type a: d = [1-0, 1-1, 0-0, 1-0] = [1, 0, 0, 1]: mean 0.5,
+    #   var (ddof 1) = (0.25+0.25+0.25+0.25)/3 = 1/3, var of the mean = 1/12
+    # type b: d = [0, -1, 0, 0]: mean -0.25, var = (0.0625*3 + 0.5625)/3 = 0.25, /4 = 1/16
+    base = {"a": [0, 1, 0, 0], "b": [1, 1, 0, 0]}
+    final = {"a": [1, 1, 0, 1], "b": [1, 0, 0, 0]}
+    gain, se = SP.paired_gain(base, final)
+    assert gain == pytest.approx((0.5 - 0.25) / 2)
+    assert se == pytest.approx(math.sqrt(1 / 12 + 1 / 16) / 2)
+    # identical answers: no gain and no noise, whatever the accuracy
+    assert SP.paired_gain(base, base) == (0.0, 0.0)
+    # the paired SE is below the independent-samples SE when the models mostly agree
+    b = {"a": [1] * 30 + [0] * 70}
+    f = {"a": [1] * 30 + [1] * 5 + [0] * 65}
+    g, se = SP.paired_gain(b, f)
+    indep = math.hypot(SP.std_error(0.30, 100), SP.std_error(0.35, 100))
+    assert g == pytest.approx(0.05) and se < indep / 2
+    assert SP.eval_row({"a": [1, 0, True]}) == {"correct": {"a": "101"}}
+
+
+def test_paired_gain_bad_input():
+    with pytest.raises(ValueError, match="same >= 2 tasks"):
+        SP.paired_gain({"a": [1, 0]}, {"a": [1, 0, 1]})
+    with pytest.raises(ValueError, match="no task type"):
+        SP.paired_gain({"a": [1, 0]}, {"b": [1, 0]})
 
 
 def test_pick_solver_tasks_newest_first_then_fill():
@@ -286,6 +314,12 @@ def test_two_steps_end_to_end_and_resume(micro_policy, tmp_path, monkeypatch):
                 "eval/induction/accuracy", "propose/deduction/entropy", "solve/entropy"):
         assert key in last, key
     assert 0.0 <= last["eval/accuracy"] <= 1.0
+    evals = _read(out / "eval.jsonl")  # per-task correctness of every evaluation, 2 tasks/type
+    assert [e["step"] for e in evals] == [0, 1, 2]
+    assert all(set(e["correct"]) == set(SP.TASK_TYPES) and
+               all(len(v) == 2 and set(v) <= {"0", "1"} for v in e["correct"].values())
+               for e in evals)
+    assert summary["gain_paired_se"] >= 0.0
     tasks = _read(out / "tasks.jsonl")
     assert len(tasks) == 2 * 2 * 3   # 2 steps x batch 2 x 3 types
     assert {t["type"] for t in tasks} == set(SP.TASK_TYPES)
@@ -299,6 +333,8 @@ def test_two_steps_end_to_end_and_resume(micro_policy, tmp_path, monkeypatch):
     assert summary["steps"] == 3
     metrics = _read(out / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [0, 1, 2, 3]
+    assert [e["step"] for e in _read(out / "eval.jsonl")] == [0, 1, 2, 3]
+    assert "gain_paired_se" in summary  # the base's per-task results survive the resume
     assert metrics[-1]["buffer/deduction"] >= len(SEED_BUFFERS["deduction"])
     assert max(t["step"] for t in _read(out / "tasks.jsonl")) == 3
 
