@@ -742,6 +742,22 @@ def heldout_rows(metrics: list[dict]) -> list[dict]:
     return rows
 
 
+def paired_heldout(evals: list[dict]) -> dict | None:
+    """Gain of the mean held-out accuracy from the first to the last evaluation in a self-play
+    run's eval.jsonl (per-task 0/1 strings), with the paired SE of selfplay.paired_gain: the same
+    tasks are scored both times. None when the run has fewer than two evaluations."""
+    import selfplay
+
+    evals = sorted((e for e in evals if isinstance(e.get("correct"), dict)), key=lambda e: e["step"])
+    if len(evals) < 2:
+        return None
+    first, last = ({t: [int(c) for c in v] for t, v in e["correct"].items()}
+                   for e in (evals[0], evals[-1]))
+    gain, se = selfplay.paired_gain(first, last)
+    return {"first_step": evals[0]["step"], "last_step": evals[-1]["step"], "gain": gain, "se": se,
+            "per_type": {t: (sum(last[t]) - sum(first[t])) / len(first[t]) for t in first if t in last}}
+
+
 def _acc(v, se) -> str:
     return f"{v:.3f}" + (f" ± {se:.3f}" if se is not None else "")
 
@@ -826,6 +842,19 @@ def write_results(cfg: Config, records: dict, res: dict, analysis: Path,
             L.append(f"| {name} | {r['key']} | {_acc(r['first'], r['first_se'])} ({r['first_step']}) | "
                      f"{_acc(r['last'], r['last_se'])} ({r['last_step']}) | {r['n'] or '–'} |")
     L += ["", "± is one standard error; step 0 is the base model before training.", ""]
+    paired = []
+    for name, info in (res.get("runs") or {}).items():
+        p = Path(info["path"])
+        ev = (p if p.is_absolute() else REPO / p) / "eval.jsonl"
+        if ev.exists() and (g := paired_heldout(A.read_jsonl(ev))):
+            per = ", ".join(f"{t} {v:+.3f}" for t, v in g["per_type"].items())
+            paired.append(f"| {name} | {g['first_step']} → {g['last_step']} | {g['gain']:+.3f} ± "
+                          f"{g['se']:.3f} | {g['gain'] / g['se']:+.1f} | {per} |" if g["se"] > 0 else
+                          f"| {name} | {g['first_step']} → {g['last_step']} | {g['gain']:+.3f} | – | {per} |")
+    if paired:
+        L += ["Self-play held-out gain, paired over the same tasks (eval.jsonl; ± is the paired SE):", "",
+              "| run | steps | gain (mean over types) | gain / SE | per type |", "|---|---|---|---|---|",
+              *paired, ""]
 
     L += ["## Stages", "", "| stage | wall time | attempts | finished | command |", "|---|---|---|---|---|"]
     for name in STAGES:

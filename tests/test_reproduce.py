@@ -116,6 +116,19 @@ def test_heldout_rows_selfplay_and_rlvr_keys():
     assert (r["first_se"], r["last"], r["n"]) == (0.017, 0.1, 300)
 
 
+def test_paired_heldout_first_to_last():
+    ev = [{"step": 20, "correct": {"a": "0110", "b": "1100"}},   # out of order on purpose
+          {"step": 0, "correct": {"a": "0100", "b": "1100"}},
+          {"step": 40, "correct": {"a": "1101", "b": "1000"}}]
+    g = R.paired_heldout(ev)
+    # first = step 0, last = step 40: a: d = [1,0,0,1] (+0.5), b: d = [0,-1,0,0] (-0.25)
+    assert (g["first_step"], g["last_step"]) == (0, 40)
+    assert g["gain"] == pytest.approx(0.125)
+    assert g["se"] == pytest.approx(math.sqrt(1 / 12 + 1 / 16) / 2)
+    assert g["per_type"] == {"a": 0.5, "b": -0.25}
+    assert R.paired_heldout(ev[:1]) is None and R.paired_heldout([]) is None
+
+
 def test_since_last_completion():
     a = [{"exit": 0, "seconds": 5}, {"exit": None, "seconds": 2}, {"exit": 1, "seconds": 3},
          {"exit": 0, "seconds": 4}]
@@ -357,6 +370,8 @@ def analysis_results(tmp_path_factory, micro_policy):
             _run(root, "rlvr", base, 2, [{"step": 0, "eval/accuracy": 0.09, "eval/accuracy_se": 0.017,
                                           "eval/n": 300}] + plain),
             _run(root, "sft", base, 60, plain)]
+    (Path(runs[0]) / "eval.jsonl").write_text(          # per-task results: +1 of 4 tasks
+        '{"step": 0, "correct": {"deduction": "0100"}}\n{"step": 20, "correct": {"deduction": "1100"}}\n')
     out = root / "analysis"
     A.main(A.Config(runs=runs, out=str(out), skip_passk=True, curriculum_tasks=0, n_boot=50))
     res = json.loads((out / "results.json").read_text())
@@ -418,7 +433,8 @@ def test_write_results_and_main_end_to_end(analysis_results, tmp_path):
                    "CPU cores", "## Findings", "| 1 | Self-play raises pass@1", "**reproduced**",
                    "**not reproduced**", "**inconclusive**", "## pass@k per eval set",
                    "## Held-out accuracy", "| selfplay | eval/accuracy | 0.100 ± 0.020 (0) | "
-                   "0.120 ± 0.020 (20) |", "| rlvr | eval/accuracy | 0.090 ± 0.017 (0)", "## Stages",
+                   "0.120 ± 0.020 (20) |", "paired over the same tasks",
+                   "| selfplay | 0 → 20 | +0.250 ± 0.250 | +1.0 | deduction +0.250 |", "| rlvr | eval/accuracy | 0.090 ± 0.017 (0)", "## Stages",
                    "| analyze |", "[analysis.md](analysis.md)"):
         assert needle in text, needle
     for fig in res["figures"]:
