@@ -236,6 +236,28 @@ def log_attempt(out: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+def running_file(out: Path, name: str) -> Path:
+    """<out>/<stage>.running.json: the attempt in progress, rewritten while the stage runs. A
+    killed reproduce.py (a closed terminal, an ended session) never reaches its `finally`, so
+    the next call finds this file and logs the lost attempt from it (`recover_lost_attempt`)."""
+    return out / f"{name}.running.json"
+
+
+def recover_lost_attempt(out: Path, name: str) -> dict | None:
+    """Log the attempt a killed reproduce.py left behind (exit None, seconds = its last
+    heartbeat, so a lower bound) and remove the file. Returns the logged row, if any."""
+    p = running_file(out, name)
+    if not p.exists():
+        return None
+    try:
+        row = {**json.loads(p.read_text()), "exit": None, "lost": True}
+    except json.JSONDecodeError:  # killed mid-write: the attempt's length is unknown
+        row = {"stage": name, "seconds": 0.0, "exit": None, "lost": True}
+    log_attempt(out, row)
+    p.unlink()
+    return row
+
+
 def attempts_of(out: Path, name: str) -> list[dict]:
     p = out / "attempts.jsonl"
     if not p.exists():
@@ -309,9 +331,10 @@ def _echo(chunk: bytes) -> None:
     sys.stdout.flush()
 
 
-def run_logged(cmd: list, log_path: Path, env: dict | None = None) -> int:
+def run_logged(cmd: list, log_path: Path, env: dict | None = None, beat=None) -> int:
     """Run `cmd` in the repo root; its stdout and stderr are shown as they come (tqdm bars
-    included) and appended to log_path. Returns the exit code."""
+    included) and appended to log_path; `beat()` is called after each chunk. Returns the exit
+    code."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         log.write(f"\n===== [reproduce] {time.strftime('%Y-%m-%d %H:%M:%S')}: "
@@ -323,6 +346,8 @@ def run_logged(cmd: list, log_path: Path, env: dict | None = None) -> int:
                 _echo(chunk)
                 log.write(chunk)
                 log.flush()
+                if beat is not None:
+                    beat()
             return proc.wait()
         except KeyboardInterrupt:  # Ctrl-C reached the child too; give it a moment to exit
             try:
@@ -365,19 +390,32 @@ def run_stage(stage: Stage, cfg: Config, out: Path) -> dict:
             print(f"[reproduce] {stage.name}: interrupted before its first checkpoint; starting "
                   f"over (partial logs moved to {rel(aside)})", flush=True)
     log_path = out / f"{stage.name}.log"
+    recover_lost_attempt(out, stage.name)
     print(f"[reproduce] {stage.name}: running `python {shlex.join(cmd)}` (log: {rel(log_path)})",
           flush=True)
     t0, rc, commit = time.time(), None, git_commit()  # the code this attempt runs
+    attempt = {"stage": stage.name, "started": time.strftime("%Y-%m-%d %H:%M:%S",
+                                                             time.localtime(t0)),
+               "resumed": resumed, "commit": commit}
+    last_beat = [0.0]
+
+    def beat(every: float = 10.0):  # how long this attempt has run, in case it is killed
+        if time.time() - last_beat[0] >= every:
+            last_beat[0] = time.time()
+            out.mkdir(parents=True, exist_ok=True)
+            running_file(out, stage.name).write_text(
+                json.dumps({**attempt, "seconds": round(time.time() - t0, 1)}))
+
+    beat()
     try:
-        rc = run_logged([sys.executable, *cmd], log_path, stage_env(cfg))
+        rc = run_logged([sys.executable, *cmd], log_path, stage_env(cfg), beat)
     except KeyboardInterrupt:
         raise SystemExit(f"[reproduce] interrupted during {stage.name}: run the same command "
                          f"again to continue (finished stages are skipped, {stage.name} resumes "
                          f"from its last checkpoint)") from None
     finally:
-        log_attempt(out, {"stage": stage.name, "started": time.strftime(
-            "%Y-%m-%d %H:%M:%S", time.localtime(t0)), "seconds": round(time.time() - t0, 1),
-            "exit": rc, "resumed": resumed, "commit": commit})
+        log_attempt(out, {**attempt, "seconds": round(time.time() - t0, 1), "exit": rc})
+        running_file(out, stage.name).unlink(missing_ok=True)
     if rc != 0:
         raise SystemExit(f"[reproduce] stage {stage.name} failed (exit code {rc}); its output is "
                          f"in {rel(log_path)}. Fix the cause and run the same command again: "

@@ -273,6 +273,30 @@ def test_interrupted_stage_resumes_or_starts_over(tmp_path, capsys):
     assert "resuming from its last checkpoint" in out and "starting over" in out
 
 
+def test_killed_attempt_is_recovered_from_its_heartbeat(tmp_path):
+    # reproduce.py killed mid-stage (no `finally`): only <stage>.running.json is left
+    out = tmp_path / "out"
+    out.mkdir()
+    R.running_file(out, "selfplay").write_text(json.dumps(
+        {"stage": "selfplay", "started": "2026-01-01 10:00:00", "seconds": 345.0,
+         "resumed": False, "commit": "abc"}))
+    stage = fake_stage(tmp_path, "selfplay")
+    ck = stage.folder / "checkpoints" / "step_000010"
+    ck.mkdir(parents=True)
+    (ck / "config.json").write_text("{}")
+    R.main(R.Config(out=str(out)), [stage])
+    tries = R.attempts_of(out, "selfplay")
+    assert [(t["exit"], t.get("lost", False)) for t in tries] == [(None, True), (0, False)]
+    rec = json.loads(stage.record.read_text())
+    assert rec["attempts"] == 2 and rec["wall_seconds"] >= 345.0   # the lost time is counted
+    assert rec["commit"][0] == "abc"                               # both attempts' commits
+    assert not R.running_file(out, "selfplay").exists()            # removed after the attempt
+    # an unreadable heartbeat still counts as an attempt (of unknown length)
+    R.running_file(out, "rlvr").write_text('{"stage": "rl')
+    assert R.recover_lost_attempt(out, "rlvr")["seconds"] == 0.0
+    assert R.recover_lost_attempt(out, "rlvr") is None
+
+
 def test_failing_stage_stops_with_its_name_and_log(tmp_path):
     cfg = R.Config(out=str(tmp_path / "out"))
     stages = [fake_stage(tmp_path, "selfplay"), fake_stage(tmp_path, "rlvr", rc=3),
