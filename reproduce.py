@@ -806,13 +806,24 @@ def _cell(x) -> str:
 
 
 def command_line(cfg: Config) -> str:
-    """`python reproduce.py` with the flags that differ from the defaults."""
+    """`python reproduce.py` with the flags that differ from the defaults, leaving out --only and
+    --dry-run (they choose which stages one call runs, not what the stages compute)."""
     args = []
     for f in fields(Config):
         v = getattr(cfg, f.name)
-        if v != f.default:
+        if v != f.default and f.name not in ("only", "dry_run"):
             args += [f"--{f.name.replace('_', '-')}", str(v)]
     return shlex.join(["python", "reproduce.py", *args])
+
+
+def commits_of(records: dict) -> list[str]:
+    """Every commit the stages' attempts started from, sorted (a stage resumed across commits
+    records a list)."""
+    found = set()
+    for r in records.values():
+        c = r.get("commit")
+        found.update(c if isinstance(c, list) else [c] if c else [])
+    return sorted(found)
 
 
 def write_results(cfg: Config, records: dict, res: dict, analysis: Path,
@@ -827,7 +838,7 @@ def write_results(cfg: Config, records: dict, res: dict, analysis: Path,
         shutil.copy2(analysis / "report.md", results / "analysis.md")
     rows = findings(res)
     commit = git_commit() or "unknown (not a git checkout)"
-    stage_commits = sorted({r.get("commit") for r in records.values() if r.get("commit")})
+    stage_commits = commits_of(records)
     machine = machine_summary()
     here = machine_line({**machine, "load_average": None})
     elsewhere = sorted({machine_line({**r["machine"], "load_average": None}) for r in records.values()
@@ -837,12 +848,13 @@ def write_results(cfg: Config, records: dict, res: dict, analysis: Path,
     L = ["# zeroplay: Chae et al. (arXiv 2510.27072) reproduced at toy scale", "",
          f"Written by `reproduce.py` on {time.strftime('%Y-%m-%d %H:%M')}. Every number below comes "
          f"from the runs listed under *Stages*.", "",
-         f"- **Command:** `{command_line(cfg)}` (budget: {cfg.budget})",
+         f"- **Command:** `{command_line(cfg)}` (budget: {cfg.budget})"
+         + (f"; this page was rewritten by a call with `--only {cfg.only}`" if cfg.only else ""),
          f"- **Commit:** `{commit}`" + (f" (stages ran at {', '.join(f'`{c}`' for c in stage_commits)})"
                                        if stage_commits and stage_commits != [commit] else ""),
          f"- **Machine:** {machine_line(machine)}",
          *([f"- **Some stages ran on:** {'; and '.join(elsewhere)}"] if elsewhere else []),
-         f"- **Base model:** `{res.get('base', '?')}`",
+         f"- **Base model:** `{rel(res['base']) if res.get('base') else '?'}`",
          f"- **Wall time:** {_minutes(total)} ({total / 3600:.2f} h) over all stages, base build included",
          "",
          "## Findings", "",

@@ -153,6 +153,7 @@ def test_check_config_and_command_line():
     assert R.command_line(R.Config()) == "python reproduce.py"
     assert R.command_line(R.Config(budget="quick", seed=3)) == \
         "python reproduce.py --budget quick --seed 3"
+    assert R.command_line(R.Config(only="analyze", dry_run=True)) == "python reproduce.py"
     cfg = R.parse_args(["--budget", "quick", "--only", "sft", "--dry-run"])
     assert (cfg.budget, cfg.only, cfg.dry_run) == ("quick", "sft", True)
 
@@ -291,6 +292,8 @@ def test_killed_attempt_is_recovered_from_its_heartbeat(tmp_path):
     assert rec["attempts"] == 2 and rec["wall_seconds"] >= 345.0   # the lost time is counted
     assert rec["commit"][0] == "abc"                               # both attempts' commits
     assert not R.running_file(out, "selfplay").exists()            # removed after the attempt
+    assert R.commits_of({"selfplay": rec, "sft": {"commit": "abc"}, "base": {}}) == \
+        sorted({"abc", *rec["commit"]})                            # results.md lists them all
     # an unreadable heartbeat still counts as an attempt (of unknown length)
     R.running_file(out, "rlvr").write_text('{"stage": "rl')
     assert R.recover_lost_attempt(out, "rlvr")["seconds"] == 0.0
