@@ -906,14 +906,18 @@ def write_results(cfg: Config, records: dict, res: dict, analysis: Path,
               "| run | steps | gain (mean over types) | gain / SE | per type |", "|---|---|---|---|---|",
               *paired, ""]
 
-    L += ["## Stages", "", "| stage | wall time | attempts | finished | command |", "|---|---|---|---|---|"]
+    L += ["## Stages", "", "| stage | wall time | attempts | commit | finished | command |",
+          "|---|---|---|---|---|---|"]
     for name in STAGES:
         r = records.get(name)
         if r is None:
             continue
         cmd = r.get("command") or []
+        c = r.get("commit")
+        short = ", ".join(x[:7] + ("-dirty" if x.endswith("-dirty") else "")
+                          for x in (c if isinstance(c, list) else [c] if c else [])) or "–"
         L.append(f"| {name} | {_minutes(r.get('wall_seconds'))} | {r.get('attempts', '–')} | "
-                 f"{r.get('finished') or r.get('note') or '–'} | `{_cell(shlex.join(cmd))}` |")
+                 f"{short} | {r.get('finished') or r.get('note') or '–'} | `{_cell(shlex.join(cmd))}` |")
     L += ["", "Wall time sums every attempt of a stage (interrupted ones included).", ""]
 
     if figures:
