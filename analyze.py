@@ -927,6 +927,49 @@ def pick_across_steps(tasks: list[dict], k: int) -> list[dict]:
     return [tasks[i] for i in idx]
 
 
+OUTPUT_KINDS = ("int ≥ 0", "int < 0", "str", "list", "bool", "other")
+
+
+def output_kind(output: str) -> str:
+    """The kind of a task's output repr: int ≥ 0, int < 0, str, list (or tuple), bool, other."""
+    import ast
+
+    try:
+        v = ast.literal_eval(output)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return "other"
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "int < 0" if v < 0 else "int ≥ 0"
+    if isinstance(v, str):
+        return "str"
+    if isinstance(v, (list, tuple)):
+        return "list"
+    return "other"
+
+
+def task_mix(tasks: list[dict], bins: int) -> dict | None:
+    """What the proposer asks about over training: the share of each output kind among valid
+    deduction and abduction proposals, in `bins` equal stretches of steps (seeding, step 0,
+    left out). A trained proposer drifting away from a kind of task is one way self-play's
+    solver can improve on its own tasks and lose on held-out ones. None without such tasks."""
+    keep = [t for t in tasks if t.get("type") in ("deduction", "abduction") and t.get("valid")
+            and isinstance(t.get("output"), str) and isinstance(t.get("step"), (int, float))
+            and t["step"] > 0]
+    if not keep:
+        return None
+    lo, hi = min(t["step"] for t in keep), max(t["step"] for t in keep)
+    width = (hi - lo + 1) / bins
+    groups = [[] for _ in range(bins)]
+    for t in keep:
+        groups[min(int((t["step"] - lo) / width), bins - 1)].append(output_kind(t["output"]))
+    edges = [(lo + math.ceil(i * width), lo + math.ceil((i + 1) * width) - 1) for i in range(bins)]
+    return {"bins": [list(e) for e, g in zip(edges, groups) if g],
+            "n": [len(g) for g in groups if g],
+            "share": {k: [g.count(k) / len(g) for g in groups if g] for k in OUTPUT_KINDS}}
+
+
 def plot_curriculum(name: str, cur: dict, cfg: Config, out: Path, figures: list) -> None:
     plt = _plt()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
@@ -1107,6 +1150,12 @@ def findings(res: dict, cfg: Config) -> list[str]:
             parts.append(f"{what} {word} (ρ={t['rho']:.2f} [{t['lo']:.2f}, {t['hi']:.2f}])")
         lines.append(f"Curriculum — {name} (re-solved by {c['solver_label']}, {len(c['steps'])} tasks): "
                      + "; ".join(parts) + " with proposal step.")
+    for name, m in res.get("task_mix", {}).items():
+        (a, _), (_, b) = m["bins"][0], m["bins"][-1]
+        bits = [f"{k} {v[0]:.2f} → {v[-1]:.2f}" for k, v in m["share"].items() if max(v) > 0]
+        lines.append(f"Task mix — {name}: output kinds of valid deduction/abduction proposals, "
+                     f"steps {a}-{m['bins'][0][1]} ({m['n'][0]} tasks) → steps {m['bins'][-1][0]}-{b} "
+                     f"({m['n'][-1]} tasks): " + ", ".join(bits) + ".")
     for name, c in res.get("comparison", {}).items():
         bits = [f"{k.replace('_', ' ')} {v:.2f}" for k, v in c.items()]
         lines.append(f"Self-play — {name}: " + ", ".join(bits) + ".")
@@ -1342,6 +1391,10 @@ def main(cfg: Config) -> dict:
             cur[r.name] = c
             plot_curriculum(r.name, c, cfg, out, figures)
         res["curriculum"] = cur
+    mix = {r.name: m for r in runs if r.tasks is not None
+           and (m := task_mix(r.tasks, cfg.curriculum_bins)) is not None}
+    if mix:
+        res["task_mix"] = mix
     stage("curriculum", t)
 
     # 5. self-play comparison ------------------------------------------------------------------

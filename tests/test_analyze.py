@@ -222,6 +222,32 @@ def test_sparsity_errors(tmp_path):
         A.update_sparsity(a, tmp_path / "empty")
 
 
+def test_output_kind():
+    cases = {"3": "int ≥ 0", "0": "int ≥ 0", "-5": "int < 0", "'ab'": "str", "''": "str",
+             "[1, 2]": "list", "(1, 2)": "list", "True": "bool", "None": "other", "1.5": "other",
+             "{1: 2}": "other", "oops(": "other", "f(1)": "other"}
+    assert {o: A.output_kind(o) for o in cases} == cases
+
+
+def test_task_mix_bins_and_shares():
+    def task(step, out, kind="deduction", valid=True):
+        return {"step": step, "type": kind, "valid": valid, "output": out}
+    tasks = [task(0, "'seed'"),                              # seeding (step 0): left out
+             task(1, "'a'"), task(2, "3"), task(3, "-1"), task(4, "'b'", "abduction"),
+             task(5, "[1]"), task(6, "2"), task(6, "7"), task(7, "True"),
+             task(8, "'x'", valid=False), task(8, "'y'", "induction")]  # invalid, induction: out
+    m = A.task_mix(tasks, 2)   # steps 1-7 in two bins of width 3.5: steps 1-4 and 5-7
+    assert m["bins"] == [[1, 4], [5, 7]] and m["n"] == [4, 4]
+    assert m["share"]["str"] == [0.5, 0.0]
+    assert m["share"]["int ≥ 0"] == [0.25, 0.5]
+    assert m["share"]["int < 0"] == [0.25, 0.0]
+    assert m["share"]["list"] == [0.0, 0.25] and m["share"]["bool"] == [0.0, 0.25]
+    assert A.task_mix([task(0, "1"), task(3, "1", "induction")], 4) is None
+    # an empty stretch of steps is dropped, not reported as 0/0
+    m = A.task_mix([task(1, "1"), task(9, "'s'")], 3)
+    assert m["n"] == [1, 1] and m["share"]["str"] == [0.0, 1.0]
+
+
 def test_param_kind_and_layer():
     assert A.param_kind("model.embed_tokens.weight") == "embedding"
     assert A.param_kind("lm_head.weight") == "lm_head"
@@ -322,10 +348,13 @@ def test_full_report_from_fixture_runs(tmp_path, micro_policy, monkeypatch):
     assert set(res["coverage"]["arith"]) == {"selfplay_a", "rlvr_a"}
     assert list(res["curriculum"]) == ["selfplay_a"] and len(res["curriculum"]["selfplay_a"]["steps"]) == 4
     assert res["comparison"]["selfplay_a"]["final_valid_rate"] == pytest.approx(0.7)
+    mix = res["task_mix"]["selfplay_a"]          # 8 valid deduction tasks over steps 1-4, 2 bins
+    assert list(res["task_mix"]) == ["selfplay_a"] and mix["n"] == [4, 4]
+    assert all(sum(v[i] for v in mix["share"].values()) == pytest.approx(1.0) for i in range(2))
 
     report = (out / "report.md").read_text()
     for needle in ("## Update sparsity", "bfloat16", "unchanged @ 1e-05", "## pass@k", "### Coverage",
-                   "## Curriculum", "## Time per stage", "## Findings"):
+                   "## Curriculum", "## Time per stage", "## Findings", "Task mix — selfplay_a"):
         assert needle in report, needle
     for fig in ("sparsity_vs_step.png", "sparsity_per_layer_kind.png", "entropy_all_runs.png",
                 "entropy_roles_selfplay_a.png", "passk_arith.png", "curriculum_selfplay_a.png",
