@@ -620,6 +620,7 @@ class Config:
     eval_n: int = 256                  # held-out toy tasks per task type (toydata heldout split, never proposed; 256 → SE of the mean over types about 0.011)
     eval_seed: int = 1234              # seed of the held-out evaluation set
     save_every: int = 20               # checkpoint every N steps (0 = only at the end); the sparsity-vs-step analysis reads them
+    task_source: str = "proposer"      # proposer (AZR) | generator (control: every proposal replaced by a toy-generator task, train split; needs --freeze-proposer)
     max_minutes: float = 28.0          # wall-clock cap: stop early (final eval + checkpoint) when another step would cross it (0 = none)
 
 
@@ -649,6 +650,11 @@ def check_config(cfg: Config) -> list[str]:
                  "micro_batch", "sample_batch"):
         if getattr(cfg, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.task_source not in ("proposer", "generator"):
+        raise SystemExit(f"--task-source {cfg.task_source!r}: expected proposer or generator")
+    if cfg.task_source == "generator" and not (cfg.freeze_proposer or cfg.solver_only):
+        raise SystemExit("--task-source generator replaces the proposals, so their rewards say "
+                         "nothing about the proposer: pass --freeze-proposer (or --solver-only)")
     if cfg.estimate_advantage not in ("group", "trr"):
         raise SystemExit(f"--estimate-advantage {cfg.estimate_advantage!r}: expected group or trr")
     if cfg.train_on_estimates and cfg.estimate_advantage == "group" and cfg.n_estimate < 2:
@@ -702,6 +708,18 @@ def flat_texts(chunks, n_prompts: int, n: int) -> list[list[str]]:
 # ==============================================================================================
 # Held-out evaluation: fixed toy tasks of every type, never proposed, greedy decoding
 # ==============================================================================================
+def generator_pools(cfg: Config, n_inputs: int) -> dict | None:
+    """--task-source generator: pools of toy-generator tasks from the TRAIN split (the held-out
+    evaluation uses the heldout split, so no evaluation task is ever trained on)."""
+    if cfg.task_source != "generator":
+        return None
+    import toydata
+
+    return {"code": toydata.make_code_tasks(20000, cfg.seed + 7, "train"),
+            "induction": toydata.make_induction_tasks(8000, cfg.seed + 7, "train",
+                                                      n_inputs=n_inputs)}
+
+
 def build_eval_sets(n: int, seed: int, n_inputs: int) -> dict[str, list[dict]]:
     """n held-out toy tasks per type (toydata heldout split: programs never in pretraining)."""
     import toydata
@@ -797,6 +815,18 @@ def propose_and_validate(S, specs: list[tuple[str, list[dict], str | None]], ste
     return chunks, props, {"propose": t1 - t0, "validate": time.time() - t1}
 
 
+def generator_task(pools: dict, task_type: str, step: int, rng: random.Random,
+                   text: str | None = None) -> dict:
+    """--task-source generator: a valid proposal dict holding a toy-generator task (train split)
+    of the given type, drawn uniformly from the pools (not a self-play idea: a control that keeps
+    the whole solver pipeline and changes only where its tasks come from)."""
+    g = rng.choice(pools["induction" if task_type == "induction" else "code"])
+    keys = ("program", "inputs", "outputs", "message") if task_type == "induction" else \
+        ("program", "input", "output")
+    return {**{k: g[k] for k in keys}, "type": task_type, "valid": True, "reason": "generator",
+            "trivial": False, "text": text, "step": step, "phase": "train"}
+
+
 def task_row(p: dict) -> dict:
     """The tasks.jsonl record of a proposal (every key present; null where not applicable:
     input/output for induction, inputs/outputs/message for deduction and abduction, s when not
@@ -881,6 +911,7 @@ class Session:
     buffers: dict
     eval_sets: dict
     ref_model: object = None  # frozen base for --kl-coef > 0
+    generator: dict | None = None  # --task-source generator: toy-generator task pools per kind
 
 
 def self_play_step(S: Session, step: int) -> tuple[dict, list[dict]]:
@@ -907,6 +938,8 @@ def self_play_step(S: Session, step: int) -> tuple[dict, list[dict]]:
         propose_and_validate(S, specs, step, "train")
     for k, v in tm.items():
         times[k] += v
+    if S.generator is not None:  # control: the solver side gets generator tasks instead
+        props = [generator_task(S.generator, p["type"], step, rng, p.get("text")) for p in props]
 
     # ---- 3. estimate the solve rate s of every valid proposal (one batch across types) --------
     t0 = time.time()
@@ -1119,7 +1152,7 @@ def main(cfg: Config, buffers: dict | None = None) -> dict:
     S = Session(cfg=cfg, types=types, style=style, r=r, model=model, tok=tok,
                 optimizer=optimizer, pg=pg, run=run, rng=random.Random(cfg.seed), buffers={},
                 eval_sets=build_eval_sets(cfg.eval_n, cfg.eval_seed, r["n_inputs"]),
-                ref_model=ref_model)
+                ref_model=ref_model, generator=generator_pools(cfg, r["n_inputs"]))
     start, history, eval_cost = 0, {}, 0.0
     if cfg.resume and run.latest_checkpoint() is not None:
         start, extra = run.resume(model, optimizer)

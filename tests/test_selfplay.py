@@ -374,6 +374,27 @@ def test_freeze_proposer_excludes_proposer_samples(micro_policy, tmp_path, monke
     assert all(x["valid"] and x["n"] == 2 and x["s"] is not None for x in t)
 
 
+def test_task_source_generator_control(micro_policy, tmp_path):
+    import toydata
+
+    path, _, _ = micro_policy
+    with pytest.raises(SystemExit, match="--freeze-proposer"):
+        SP.check_config(SP.Config(task_source="generator"))
+    with pytest.raises(SystemExit, match="--task-source"):
+        SP.check_config(SP.Config(task_source="oracle"))
+    out = tmp_path / "g"
+    SP.main(_small_cfg(path, out, steps=1, eval_n=2, task_source="generator",
+                       freeze_proposer=True, train_on_estimates=True), buffers=SEED_BUFFERS)
+    tasks = [t for t in _read(out / "tasks.jsonl") if t["phase"] == "train"]
+    train = {t["program"] for t in toydata.make_code_tasks(20000, 7, "train")}
+    assert len(tasks) == 2 * 3 and all(t["valid"] and t["reason"] == "generator" for t in tasks)
+    # the micro model writes garbage: every task is a generator program, with its true output
+    assert all(t["program"] in train for t in tasks if t["type"] != "induction")
+    assert all(t["n"] == 2 for t in tasks)          # their solve rates are still estimated
+    held = SP.build_eval_sets(2, 1234, 4)
+    assert not {t["program"] for t in tasks} & {t["program"] for t in held["deduction"]}
+
+
 def test_seeding_fails_clearly(micro_policy, tmp_path):
     path, _, _ = micro_policy
     with pytest.raises(SystemExit, match="seeding failed"):
