@@ -402,10 +402,10 @@ def run_stage(stage: Stage, cfg: Config, out: Path) -> dict:
     def beat(every: float = 10.0):  # how long this attempt has run, in case it is killed
         if time.time() - last_beat[0] >= every:
             last_beat[0] = time.time()
-            out.mkdir(parents=True, exist_ok=True)
             running_file(out, stage.name).write_text(
                 json.dumps({**attempt, "seconds": round(time.time() - t0, 1)}))
 
+    out.mkdir(parents=True, exist_ok=True)
     beat()
     try:
         rc = run_logged([sys.executable, *cmd], log_path, stage_env(cfg), beat)
@@ -816,14 +816,15 @@ def command_line(cfg: Config) -> str:
     return shlex.join(["python", "reproduce.py", *args])
 
 
+def _commits(record: dict) -> list[str]:
+    """A stage record's commits as a list (a stage resumed across commits records a list)."""
+    c = record.get("commit")
+    return c if isinstance(c, list) else [c] if c else []
+
+
 def commits_of(records: dict) -> list[str]:
-    """Every commit the stages' attempts started from, sorted (a stage resumed across commits
-    records a list)."""
-    found = set()
-    for r in records.values():
-        c = r.get("commit")
-        found.update(c if isinstance(c, list) else [c] if c else [])
-    return sorted(found)
+    """Every commit the stages' attempts started from, sorted."""
+    return sorted({c for r in records.values() for c in _commits(r)})
 
 
 def write_results(cfg: Config, records: dict, res: dict, analysis: Path,
@@ -898,9 +899,9 @@ def write_results(cfg: Config, records: dict, res: dict, analysis: Path,
         ev = (p if p.is_absolute() else REPO / p) / "eval.jsonl"
         if ev.exists() and (g := paired_heldout(A.read_jsonl(ev))):
             per = ", ".join(f"{t} {v:+.3f}" for t, v in g["per_type"].items())
-            paired.append(f"| {name} | {g['first_step']} → {g['last_step']} | {g['gain']:+.3f} ± "
-                          f"{g['se']:.3f} | {g['gain'] / g['se']:+.1f} | {per} |" if g["se"] > 0 else
-                          f"| {name} | {g['first_step']} → {g['last_step']} | {g['gain']:+.3f} | – | {per} |")
+            pm, ratio = (f" ± {g['se']:.3f}", f"{g['gain'] / g['se']:+.1f}") if g["se"] > 0 else ("", "–")
+            paired.append(f"| {name} | {g['first_step']} → {g['last_step']} | {g['gain']:+.3f}{pm} | "
+                          f"{ratio} | {per} |")
     if paired:
         L += ["Self-play held-out gain, paired over the same tasks (eval.jsonl; ± is the paired SE):", "",
               "| run | steps | gain (mean over types) | gain / SE | per type |", "|---|---|---|---|---|",
@@ -913,9 +914,8 @@ def write_results(cfg: Config, records: dict, res: dict, analysis: Path,
         if r is None:
             continue
         cmd = r.get("command") or []
-        c = r.get("commit")
         short = ", ".join(x[:7] + ("-dirty" if x.endswith("-dirty") else "")
-                          for x in (c if isinstance(c, list) else [c] if c else [])) or "–"
+                          for x in _commits(r)) or "–"
         L.append(f"| {name} | {_minutes(r.get('wall_seconds'))} | {r.get('attempts', '–')} | "
                  f"{short} | {r.get('finished') or r.get('note') or '–'} | `{_cell(shlex.join(cmd))}` |")
     L += ["", "Wall time sums every attempt of a stage (interrupted ones included).", ""]
