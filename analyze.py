@@ -665,7 +665,7 @@ def max_tokens_for(cfg: Config, kind: str, style: str) -> int:
         return cfg.max_new_tokens
     if style != "toy":
         return 1024
-    return {"math": 96, "deduction": 192, "abduction": 72, "induction": 200}[kind]
+    return {"math": 96, "deduction": 72, "abduction": 72, "induction": 200}[kind]
 
 
 def score_batch(kind: str, problems: list[dict], texts: list[list[str]], style: str) -> list[list[bool]]:

@@ -52,7 +52,6 @@ class Config:
     max_minutes: float = 30.0      # hard wall-clock cap: stop early (and say so) if reached
     eval_problems: int = 200       # held-out problems per set for the final greedy evaluation
     threads: int = 0               # torch threads (0 = torch's default)
-    trace: bool = False            # deduction documents show the worked steps before the answer (toydata.trace_program)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -105,16 +104,8 @@ def proposal_doc(new: dict, refs: list[dict], task_type: str) -> str:
             + fence("input", new["input"]) + fence("output", new["output"]))
 
 
-def deduction_answer(task: dict, trace: bool) -> str:
-    """The answer block's text of a toy deduction document: the worked steps of f(*args), one
-    "# step" line each (toydata.trace_program), then the output. Without `trace`, the output."""
-    steps = toydata.trace_program(task["program"], task["input"]) if trace else []
-    return "".join(f"# {s}\n" for s in steps) + task["output"]
-
-
-def make_documents(n_docs: int, seed: int, trace: bool = False) -> list[str]:
-    """`n_docs` training documents (without <bos>/<eos>), deterministic for a seed; `trace`: the
-    deduction documents carry worked steps (deduction_answer)."""
+def make_documents(n_docs: int, seed: int) -> list[str]:
+    """`n_docs` training documents (without <bos>/<eos>), deterministic for a seed."""
     rng = random.Random(seed)
     n_code = int(n_docs * 0.75) + 100
     code = toydata.make_code_tasks(n_code, seed, "train")
@@ -129,7 +120,7 @@ def make_documents(n_docs: int, seed: int, trace: bool = False) -> list[str]:
         kind = rng.choices(kinds, weights)[0]
         if kind == "solve_deduction":
             t = rng.choice(code)
-            docs.append(solve_prompt("deduction", t, "toy") + deduction_answer(t, trace) + "\n```")
+            docs.append(solve_prompt("deduction", t, "toy") + t["output"] + "\n```")
         elif kind == "solve_abduction":
             t = rng.choice(code)
             docs.append(solve_prompt("abduction", t, "toy") + t["input"] + "\n```")
@@ -184,7 +175,7 @@ def heldout_accuracy(model, tok, n: int = 200, seed: int = 1234) -> dict:
 
     code = toydata.make_code_tasks(n, seed, "heldout")
     ro = M.sample(model, tok, [solve_prompt("deduction", t, "toy") for t in code], n=1,
-                  temperature=0, max_new_tokens=192, stop=stop_strings("solve", "deduction", "toy"))
+                  temperature=0, max_new_tokens=64, stop=stop_strings("solve", "deduction", "toy"))
     ded = [verifier.check_deduction(t["output"], extract_answer(x, "deduction", "toy") or "")
            for t, x in zip(code, ro.texts)]
     arith = toydata.make_arith(n, seed, "heldout")
@@ -207,7 +198,7 @@ def main(cfg: Config) -> dict:
     model = build_model(tok, cfg.hidden, cfg.layers, cfg.heads, cfg.ffn, cfg.context)
     n_params = sum(p.numel() for p in model.parameters())
     tokens_needed = cfg.steps * cfg.batch_size * cfg.context
-    docs = make_documents(int(tokens_needed / 180 * 1.15) + 1000, cfg.seed, cfg.trace)  # ~180 chars a doc
+    docs = make_documents(int(tokens_needed / 180 * 1.15) + 1000, cfg.seed)  # ~180 chars a doc
     data = pack(docs, tok, cfg.context)                                           # [R, C]
     print(f"[pretrain] {n_params / 1e6:.2f}M params, vocab {len(tok)}, {len(docs)} docs → "
           f"{data.shape[0]} rows of {cfg.context} tokens ({time.time() - t0:.0f}s)", flush=True)

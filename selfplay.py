@@ -221,10 +221,7 @@ def extract_answer(text: str, task_type: str, style: str) -> str | None:
         end = text.find("```")
         if end < 0:
             return None
-        answer = text[:end].strip("\n")
-        if task_type == "deduction":  # the last line: worked "# step" lines may come first (pretrain.deduction_answer)
-            answer = answer.split("\n")[-1]
-        return answer.strip() or None
+        return text[:end].strip("\n").strip() or None
     region = _answer_region(text, style)
     if region is None:
         return None
@@ -597,7 +594,7 @@ class Config:
     temperature: float = 1.0           # sampling temperature of the trained rollouts, both roles (AZR: 1.0)
     top_p: float = 1.0                 # nucleus sampling of the trained rollouts (AZR: 1.0)
     propose_max_tokens: int = 0        # max new tokens of a proposal (0 = 224 toy, 1024 azr)
-    solve_max_tokens: int = 0          # max new tokens of a solver answer (0 = 192 toy, 1024 azr)
+    solve_max_tokens: int = 0          # max new tokens of a solver answer (0 = 160 toy, 1024 azr)
     proposer_reward: str = "learnability"  # learnability (AZR Eq. 4) | peak50 (R-Zero style) | peak25
     zero_as: float = 0.0               # proposer reward of a valid task whose role reward is 0 (paper 0; AZR code -0.5)
     min_successes: int = 1             # fewer solver successes than this count as unsolved (1 = paper; 2 discounts 1-of-8 luck)
@@ -633,7 +630,7 @@ def _resolved(cfg: Config, style: str) -> dict:
     return {"k_refs": 0 if cfg.no_refs else (cfg.k_refs if cfg.k_refs >= 0 else (2 if toy else 6)),
             "n_inputs": cfg.n_inputs if cfg.n_inputs > 0 else (6 if toy else 10),
             "propose_max_tokens": cfg.propose_max_tokens or (224 if toy else 1024),
-            "solve_max_tokens": cfg.solve_max_tokens or (192 if toy else 1024),
+            "solve_max_tokens": cfg.solve_max_tokens or (160 if toy else 1024),
             "solve_batch_size": cfg.solve_batch_size or cfg.batch_size}
 
 

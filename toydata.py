@@ -10,7 +10,6 @@ Public API
     make_arith(n, seed, split="train", levels=None)         -> [dict(question, answer, solution, level)]
     split_of(text) -> "train" | "heldout"                  (stable hash split used by all generators)
     run_program(program, args_text) -> value               (in-process exec, for OUR generated programs only)
-    trace_program(program, args_text) -> [str]             (the worked steps of f(*args): the toy solver's scratchpad)
     load_jsonl(path), load_math(path), load_cruxeval(path)  (errors name file, line and problem)
     describe()                                              (`python toydata.py` prints samples + histograms)
 
@@ -19,7 +18,6 @@ ints 0-12, `*` only by 2 or 3, int results kept in (-30, 30), strings <= 6 chars
 lists of 2-4 digits, about 15% level-3 tasks (loops, 3-step pipelines, if/elif/else), and
 conditionals weighted up because they were the most learnable family.
 """
-import ast
 import hashlib
 import json
 import random
@@ -329,8 +327,12 @@ def _draw_args(rng, kinds):
 _FN_CACHE = {}
 
 
-def _compiled(program, args_text):
-    """(f, args) for one of OUR generated programs and an argument text (see run_program)."""
+def run_program(program, args_text):
+    """Return f(*args) for a program text and an argument text.
+
+    SAFETY: this exec's in-process and is only for the trusted programs generated in this
+    file. Model-written code must never go through here; it runs in verifier.py's sandbox.
+    """
     fn = _FN_CACHE.get(program)
     if fn is None:
         ns = {}
@@ -339,81 +341,7 @@ def _compiled(program, args_text):
         if len(_FN_CACHE) > 200_000:
             _FN_CACHE.clear()
     args = eval(f"({args_text},)", {"__builtins__": {}})  # trusted: repr of our own drawn values
-    return fn, args
-
-
-def run_program(program, args_text):
-    """Return f(*args) for a program text and an argument text.
-
-    SAFETY: this exec's in-process and is only for the trusted programs generated in this
-    file. Model-written code must never go through here; it runs in verifier.py's sandbox.
-    """
-    fn, args = _compiled(program, args_text)
     return fn(*args)
-
-
-# ----------------------------------------------------------------------------------------------
-# Worked steps ("trace") of a deduction: the toy solver's scratchpad
-# ----------------------------------------------------------------------------------------------
-# AZR's solver reasons in <think> before it answers. The character-level toy base cannot learn
-# free-form reasoning from scratch, so its deduction documents carry a small, mechanical stand-in:
-# the worked steps of f(*args), one per line, written before the answer. Each step is one of
-#   - a condition about to be tested, with the variables replaced by their values ("9 > 0");
-#   - a variable that the previous line set or changed, with its new value ("total = 3");
-#   - the returned expression with its variables replaced ("len('tz') % 3"), unless it is a
-#     bare name or constant (the answer line that follows says it).
-# The reward still looks only at the answer, so this is the toy's chain of thought: the model
-# writes it itself, and RL may sharpen each step.
-TRACE_LINES = 12       # longer traces keep the first 3 steps, "...", and the last 8
-TRACE_LINE_CHARS = 40  # a step whose text is longer than this is left out
-
-
-def _substituted(expr, values):
-    """`expr` with every name in `values` replaced by its value (as Python source)."""
-    class Sub(ast.NodeTransformer):
-        def visit_Name(self, node):
-            if node.id in values and isinstance(node.ctx, ast.Load):
-                return ast.copy_location(ast.Constant(values[node.id]), node)
-            return node
-    return ast.unparse(Sub().visit(ast.parse(expr, mode="eval")))
-
-
-def trace_program(program, args_text):
-    """The worked steps of f(*args) as a list of short lines (see above). Trusted programs only:
-    it runs them in-process under sys.settrace, like run_program."""
-    fn, args = _compiled(program, args_text)
-    src = program.split("\n")
-    steps, seen = [], {}
-
-    def local_tracer(frame, event, arg):
-        for name, value in frame.f_locals.items():  # what the previous line changed
-            r = repr(value)
-            if seen.get(name) != r:
-                steps.append(f"{name} = {r}")
-            seen[name] = r
-        if event == "line":
-            line = src[frame.f_lineno - 1].strip()
-            m = re.match(r"(?:if|elif|while) (.*):$", line) or re.match(r"return (.*)$", line)
-            if m and not re.fullmatch(r"\w+|-?\d+|'[^']*'", m.group(1)):
-                steps.append(_substituted(m.group(1), frame.f_locals))
-        return local_tracer
-
-    def tracer(frame, event, arg):  # "call": the arguments are given, not steps
-        if frame.f_code is not fn.__code__:
-            return None
-        seen.update((name, repr(value)) for name, value in frame.f_locals.items())
-        return local_tracer
-
-    old = sys.gettrace()
-    sys.settrace(tracer)
-    try:
-        fn(*args)
-    finally:
-        sys.settrace(old)
-    steps = [s for s in steps if len(s) <= TRACE_LINE_CHARS]
-    if len(steps) > TRACE_LINES:
-        steps = steps[:3] + ["..."] + steps[-(TRACE_LINES - 4):]
-    return steps
 
 
 def _small(v):

@@ -225,23 +225,6 @@ def test_azr_proposal_parse():
     assert SP.extract_answer("no think tags", "deduction", "azr") is None
 
 
-def test_toy_answers_after_worked_steps():
-    import pretrain
-    task = {"program": "def f(a, b):\n    return b - a", "input": "7, 10", "output": "3"}
-    answer = pretrain.deduction_answer(task, trace=True)
-    assert answer == "# 10 - 7\n3" and pretrain.deduction_answer(task, trace=False) == "3"
-    assert SP.extract_answer(answer + "\n```", "deduction", "toy") == "3"
-    assert SP.extract_answer("3\n```", "deduction", "toy") == "3"
-    assert SP.extract_answer("# 10 - 7\n```", "deduction", "toy") == "# 10 - 7"  # no answer line: wrong, not parsed
-    assert SP.extract_answer("# 10 - 7\n3", "deduction", "toy") is None  # the block never closed
-    docs = pretrain.make_documents(300, 0, trace=True)
-    ded = [d for d in docs if d.startswith("# deduction\n")]
-    assert ded and any("```output\n# " in d for d in ded)
-    assert not any("```output\n# " in d for d in pretrain.make_documents(300, 0, trace=False))
-    prog = "def f(x):\n    # a comment\n    return x\n```"
-    assert SP.extract_answer(prog, "induction", "toy") == prog[:-4]  # other answers keep every line
-
-
 def test_is_trivial():
     ident = SP.identity_triplet()
     t = {"program": "def f(s):\n    return s[::-1]", "input": "'level'", "output": "'level'"}
