@@ -376,28 +376,44 @@ def _check(split, levels):
 
 
 _MAX_DUP_TRIES = 30  # per item: how many already-seen candidates to skip before accepting a repeat
+_MAX_KIND_TRIES = 1000  # per heldout item: failed candidates of its kind before the kind is redrawn
 
 
-def _generate(n, rng, split, make_one, key):
-    """Shared loop: draw candidates with make_one(rng) -> dict|None, keep those of `split`.
+def _generate(n, rng, split, draw_kind, make_one, key):
+    """Shared loop: for each item draw its kind (family or level) with draw_kind(rng), then
+    candidates with make_one(rng, split, seen, kind) -> dict | None | "dup"; keep those of `split`.
 
-    Heldout items get distinct `key` texts where possible (up to _MAX_DUP_TRIES repeats skipped
-    per item); train items may repeat a program (with a different input)."""
-    out, seen = [], set()
+    Train items: a failed candidate (None) redraws the kind; items may repeat a program (with a
+    different input). Heldout items keep their drawn kind through failed candidates (up to
+    _MAX_KIND_TRIES; a kind with no heldout item at all, like identity, is then redrawn), get
+    distinct `key` texts where possible (up to _MAX_DUP_TRIES already-seen ones skipped per
+    item, then a repeat with new inputs) and are never the same task twice unless the kind has
+    run out. So the heldout mix of kinds follows the train weights even for a family with only
+    a few heldout programs. (Redrawing the kind there skewed the heldout code tasks towards the
+    families with thousands of programs: 59% conditionals, against 18% in train.)"""
+    out, seen, exact = [], set(), set()
     budget = 2000 * n + 10_000
     while len(out) < n:
-        dups = 0
+        dups, fails, kind = 0, 0, draw_kind(rng)
         while True:
             budget -= 1
             if budget < 0:
                 raise RuntimeError(f"toydata: could not generate {n} {split} items (got {len(out)})")
-            item = make_one(rng, split, seen if (split == "heldout" and dups < _MAX_DUP_TRIES) else None)
+            item = make_one(rng, split, seen if (split == "heldout" and dups < _MAX_DUP_TRIES) else None,
+                            kind)
             if item == "dup":
                 dups += 1
                 continue
+            if (item is not None and split == "heldout" and repr(item) in exact
+                    and fails < _MAX_KIND_TRIES):
+                item = None  # the very same task again (program and input): draw another
             if item is not None:
                 break
+            fails += 1
+            if split != "heldout" or fails >= _MAX_KIND_TRIES:
+                kind, fails = draw_kind(rng), 0
         seen.add(item[key])
+        exact.add(repr(item))
         out.append(item)
     return out
 
@@ -413,8 +429,7 @@ def make_code_tasks(n, seed, split="train", levels=None):
     lv = _check(split, levels)
     rng = random.Random(seed)
 
-    def one(rng, split, seen):
-        family = _draw_family(rng)
+    def one(rng, split, seen, family):
         for _ in range(20):  # retry within the family so the family mix follows FAMILIES weights
             drawn = _draw_program(rng, lv, family)
             if drawn is None:
@@ -433,7 +448,7 @@ def make_code_tasks(n, seed, split="train", levels=None):
             return dict(program=program, input=args, output=output, family=family, level=level)
         return None
 
-    return _generate(n, rng, split, one, "program")
+    return _generate(n, rng, split, _draw_family, one, "program")
 
 
 def make_induction_tasks(n, seed, split="train", n_inputs=6, levels=None):
@@ -445,8 +460,7 @@ def make_induction_tasks(n, seed, split="train", n_inputs=6, levels=None):
         raise DataError(f"n_inputs must be >= 2, got {n_inputs}")
     rng = random.Random(seed)
 
-    def one(rng, split, seen):
-        family = _draw_family(rng)
+    def one(rng, split, seen, family):
         drawn = None if family == "identity" else _draw_program(rng, lv, family)
         if drawn is None:
             return None
@@ -472,7 +486,7 @@ def make_induction_tasks(n, seed, split="train", n_inputs=6, levels=None):
         return dict(program=program, inputs=inputs, outputs=outputs, message=msg, family=family,
                     level=level)
 
-    return _generate(n, rng, split, one, "program")
+    return _generate(n, rng, split, _draw_family, one, "program")
 
 
 # --- arithmetic ---------------------------------------------------------------------------------
@@ -531,8 +545,10 @@ def make_arith(n, seed, split="train", levels=None):
     weights = [ARITH_LEVEL_WEIGHTS[x] for x in lv]
     rng = random.Random(seed)
 
-    def one(rng, split, seen):
-        level = rng.choices(lv, weights=weights)[0]
+    def draw_level(rng):
+        return rng.choices(lv, weights=weights)[0]
+
+    def one(rng, split, seen, level):
         while True:  # redraw within the level so the level mix follows ARITH_LEVEL_WEIGHTS
             n_ops = {1: 1, 2: 2, 3: rng.choice([2, 3])}[level]
             tree = _arith_tree(rng, n_ops)
@@ -550,7 +566,7 @@ def make_arith(n, seed, split="train", levels=None):
         return dict(question=q, answer=ans, solution=" ".join(steps) + f" <answer>{ans}</answer>",
                     level=level)
 
-    return _generate(n, rng, split, one, "question")
+    return _generate(n, rng, split, draw_level, one, "question")
 
 
 # ----------------------------------------------------------------------------------------------
