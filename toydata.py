@@ -391,6 +391,7 @@ def _generate(n, rng, split, draw_kind, make_one, key):
     run out. So the heldout mix of kinds follows the train weights even for a family with only
     a few heldout programs. (Redrawing the kind there skewed the heldout code tasks towards the
     families with thousands of programs: 59% conditionals, against 18% in train.)"""
+    held = split == "heldout"
     out, seen, exact = [], set(), set()
     budget = 2000 * n + 10_000
     while len(out) < n:
@@ -399,18 +400,14 @@ def _generate(n, rng, split, draw_kind, make_one, key):
             budget -= 1
             if budget < 0:
                 raise RuntimeError(f"toydata: could not generate {n} {split} items (got {len(out)})")
-            item = make_one(rng, split, seen if (split == "heldout" and dups < _MAX_DUP_TRIES) else None,
-                            kind)
+            item = make_one(rng, split, seen if (held and dups < _MAX_DUP_TRIES) else None, kind)
             if item == "dup":
                 dups += 1
                 continue
-            if (item is not None and split == "heldout" and repr(item) in exact
-                    and fails < _MAX_KIND_TRIES):
-                item = None  # the very same task again (program and input): draw another
-            if item is not None:
-                break
+            if item is not None and not (held and repr(item) in exact and fails < _MAX_KIND_TRIES):
+                break  # (a heldout repeat of the very same task, program and input, is a failure)
             fails += 1
-            if split != "heldout" or fails >= _MAX_KIND_TRIES:
+            if not held or fails >= _MAX_KIND_TRIES:
                 kind, fails = draw_kind(rng), 0
         seen.add(item[key])
         exact.add(repr(item))

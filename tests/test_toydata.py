@@ -198,9 +198,9 @@ def test_heldout_family_mix_follows_train():
     def mix(tasks):
         c = Counter(t["family"] for t in tasks)
         return {f: c[f] / len(tasks) for f in c}
-    held, train = mix(T.make_code_tasks(400, 3, "heldout")), mix(T.make_code_tasks(4000, 3, "train"))
+    tasks = T.make_code_tasks(400, 3, "heldout")
+    held, train = mix(tasks), mix(T.make_code_tasks(4000, 3, "train"))
     for fam, share in train.items():
         if fam != "identity":  # identity has no heldout program
             assert abs(held.get(fam, 0.0) - share) < 0.07, (fam, held.get(fam), share)
-    held = T.make_code_tasks(400, 3, "heldout")
-    assert len({(t["program"], t["input"]) for t in held}) == 400  # never the same task twice
+    assert len({(t["program"], t["input"]) for t in tasks}) == 400  # never the same task twice
