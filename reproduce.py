@@ -780,10 +780,11 @@ def heldout_rows(metrics: list[dict]) -> list[dict]:
     return rows
 
 
-def paired_heldout(evals: list[dict]) -> dict | None:
+def paired_heldout(evals: list[dict], clusters: dict[str, list] | None = None) -> dict | None:
     """Gain of the mean held-out accuracy from the first to the last evaluation in a self-play
     run's eval.jsonl (per-task 0/1 strings), with the paired SE of selfplay.paired_gain: the same
-    tasks are scored both times. None when the run has fewer than two evaluations."""
+    tasks are scored both times; and with `clusters` (each task's program id) also the SE that
+    counts a program once (`cluster_se`). None when the run has fewer than two evaluations."""
     import selfplay
 
     evals = sorted((e for e in evals if isinstance(e.get("correct"), dict)), key=lambda e: e["step"])
@@ -792,8 +793,23 @@ def paired_heldout(evals: list[dict]) -> dict | None:
     first, last = ({t: [int(c) for c in v] for t, v in e["correct"].items()}
                    for e in (evals[0], evals[-1]))
     gain, se = selfplay.paired_gain(first, last)
+    cluster_se = selfplay.paired_gain(first, last, clusters)[1] if clusters else None
     return {"first_step": evals[0]["step"], "last_step": evals[-1]["step"], "gain": gain, "se": se,
+            "cluster_se": cluster_se,
             "per_type": {t: (sum(last[t]) - sum(first[t])) / len(first[t]) for t in first if t in last}}
+
+
+def eval_clusters(run_dir: Path) -> dict[str, list[int]] | None:
+    """Program id of each held-out task of a self-play run, from the evaluation set its
+    config.json names (eval_n, eval_seed, n_inputs); None when the config lacks them."""
+    import selfplay
+
+    try:
+        cfg = json.loads((run_dir / "config.json").read_text())
+        n, seed, n_inputs = cfg["eval_n"], cfg["eval_seed"], cfg["resolved"]["n_inputs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return selfplay.program_ids(selfplay.build_eval_sets(n, seed, n_inputs))
 
 
 def _acc(v, se) -> str:
@@ -896,16 +912,20 @@ def write_results(cfg: Config, records: dict, res: dict, analysis: Path,
     paired = []
     for name, info in (res.get("runs") or {}).items():
         p = Path(info["path"])
-        ev = (p if p.is_absolute() else REPO / p) / "eval.jsonl"
-        if ev.exists() and (g := paired_heldout(A.read_jsonl(ev))):
+        d = p if p.is_absolute() else REPO / p
+        if (d / "eval.jsonl").exists() and (g := paired_heldout(A.read_jsonl(d / "eval.jsonl"),
+                                                                eval_clusters(d))):
             per = ", ".join(f"{t} {v:+.3f}" for t, v in g["per_type"].items())
             pm, ratio = (f" ± {g['se']:.3f}", f"{g['gain'] / g['se']:+.1f}") if g["se"] > 0 else ("", "–")
+            cse = g["cluster_se"]
+            cl = (f"{cse:.3f} ({g['gain'] / cse:+.1f})" if cse and cse > 0 else "–")
             paired.append(f"| {name} | {g['first_step']} → {g['last_step']} | {g['gain']:+.3f}{pm} | "
-                          f"{ratio} | {per} |")
+                          f"{ratio} | {cl} | {per} |")
     if paired:
-        L += ["Self-play held-out gain, paired over the same tasks (eval.jsonl; ± is the paired SE):", "",
-              "| run | steps | gain (mean over types) | gain / SE | per type |", "|---|---|---|---|---|",
-              *paired, ""]
+        L += ["Self-play held-out gain, paired over the same tasks (eval.jsonl; ± is the paired SE; "
+              "the clustered SE counts each held-out program once, since many tasks share one):", "",
+              "| run | steps | gain (mean over types) | gain / SE | clustered SE (gain / SE) | per type |",
+              "|---|---|---|---|---|---|", *paired, ""]
 
     L += ["## Stages", "", "| stage | wall time | attempts | commit | finished | command |",
           "|---|---|---|---|---|---|"]

@@ -761,30 +761,56 @@ def evaluate(S) -> tuple[dict, dict[str, list[int]]]:
 
 def eval_row(correct: dict[str, list[int]]) -> dict:
     """One line of eval.jsonl: each held-out task's greedy 0/1 correctness per type, as a
-    string of digits (task i is character i) — analyze.py pairs any two evaluations with it."""
+    string of digits (task i is character i) — reproduce.py pairs any two evaluations with it
+    (task i is task i of `build_eval_sets(eval_n, eval_seed, n_inputs)` in the run's config)."""
     return {"correct": {t: "".join(str(int(c)) for c in v) for t, v in correct.items()}}
 
 
-def paired_gain(base: dict[str, list[int]], final: dict[str, list[int]]) -> tuple[float, float]:
+def program_ids(eval_sets: dict[str, list[dict]]) -> dict[str, list[int]]:
+    """Cluster id of each held-out task: tasks with the same (whitespace-normalised) program share
+    one id, across types too (the deduction and abduction sets are the same tasks)."""
+    ids: dict[str, int] = {}
+    return {t: [ids.setdefault(_norm_code(task["program"]), len(ids)) for task in tasks]
+            for t, tasks in eval_sets.items()}
+
+
+def paired_gain(base: dict[str, list[int]], final: dict[str, list[int]],
+                clusters: dict[str, list] | None = None) -> tuple[float, float]:
     """Gain of the mean-over-types accuracy, final - base, measured on the SAME held-out tasks,
     and its paired standard error. Per type t with n_t tasks, d_i = final_i - base_i in {-1,0,1};
     gain = (1/T) sum_t mean(d_t) and SE = (1/T) sqrt(sum_t var(d_t) / n_t), var with ddof=1.
     Tasks both models get right (or both wrong) add no noise, so this SE is smaller than
-    sqrt(se_base^2 + se_final^2), which treats the two accuracies as independent samples."""
+    sqrt(se_base^2 + se_final^2), which treats the two accuracies as independent samples.
+
+    clusters (from `program_ids`): the SE treats tasks that share a program as one draw, not as
+    independent ones — the toy held-out set repeats a few programs with many inputs (2 list
+    programs carry 37 of 256 code tasks), and a model that changes its answer to one program
+    flips all of them together. Cluster-robust ("sandwich") SE, clusters pooled across types:
+    u_c = sum over tasks (t, i) of cluster c of (d_ti - mean(d_t)) / (n_t T),
+    SE = sqrt(G / (G - 1) * sum_c u_c^2) with G clusters. With every task its own cluster this is
+    the SE above up to its small-sample factor."""
     types = [t for t in base if t in final]
     if not types:
         raise ValueError("paired_gain: no task type evaluated in both")
-    gain, var = 0.0, 0.0
+    gain, var, u = 0.0, 0.0, {}
     for t in types:
         if len(base[t]) != len(final[t]) or len(base[t]) < 2:
             raise ValueError(f"paired_gain: {t}: need the same >= 2 tasks in both evaluations, "
                              f"got {len(base[t])} and {len(final[t])}")
+        if clusters is not None and len(clusters.get(t, ())) != len(base[t]):
+            raise ValueError(f"paired_gain: {t}: clusters must name one cluster per task")
         d = [f - b for b, f in zip(base[t], final[t])]
         n = len(d)
         m = sum(d) / n
         gain += m
         var += sum((x - m) ** 2 for x in d) / (n - 1) / n
-    return gain / len(types), math.sqrt(var) / len(types)
+        for c, x in zip(clusters[t] if clusters is not None else (), d):
+            u[c] = u.get(c, 0.0) + (x - m) / n / len(types)
+    if clusters is None:
+        return gain / len(types), math.sqrt(var) / len(types)
+    g = len(u)  # one cluster says nothing about the spread between clusters: SE unknown
+    se = math.sqrt(g / (g - 1) * sum(v * v for v in u.values())) if g > 1 else float("nan")
+    return gain / len(types), se
 
 
 # ==============================================================================================
@@ -1226,16 +1252,19 @@ def main(cfg: Config, buffers: dict | None = None) -> dict:
     if base and last_eval:  # final - base, with the SE of a difference of independent estimates
         summary["gain"] = last_eval["eval/accuracy"] - base["eval/accuracy"]
         summary["gain_se"] = math.hypot(last_eval["eval/se"], base["eval/se"])
-    if history.get("base_correct") and last_correct:  # same tasks both times: the paired SE
-        summary["gain_paired_se"] = paired_gain(history["base_correct"], last_correct)[1] \
-            if cfg.eval_n >= 2 else None
+    if history.get("base_correct") and last_correct and cfg.eval_n >= 2:
+        # same tasks both times: the paired SE, and the one that counts a program once
+        summary["gain_paired_se"] = paired_gain(history["base_correct"], last_correct)[1]
+        summary["gain_cluster_se"] = paired_gain(history["base_correct"], last_correct,
+                                                 program_ids(S.eval_sets))[1]
     (run.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if last_eval:
         print(f"[selfplay] done: {step} steps in {minutes:.1f} min | held-out accuracy base "
               f"{_fmt_eval(history.get('base') or {})} → final {_fmt_eval(last_eval)} | "
               f"gain {summary.get('gain', float('nan')):+.3f} ± "
               f"{summary.get('gain_se', float('nan')):.3f} (paired SE "
-              f"{_nan(summary.get('gain_paired_se')):.3f}) | valid-proposal rate min "
+              f"{_nan(summary.get('gain_paired_se')):.3f}, clustered by program "
+              f"{_nan(summary.get('gain_cluster_se')):.3f}) | valid-proposal rate min "
               f"{_num(summary['valid_rate_min'])} mean {_num(summary['valid_rate_mean'])}",
               flush=True)
     return summary

@@ -125,8 +125,23 @@ def test_paired_heldout_first_to_last():
     assert (g["first_step"], g["last_step"]) == (0, 40)
     assert g["gain"] == pytest.approx(0.125)
     assert g["se"] == pytest.approx(math.sqrt(1 / 12 + 1 / 16) / 2)
-    assert g["per_type"] == {"a": 0.5, "b": -0.25}
+    assert g["per_type"] == {"a": 0.5, "b": -0.25} and g["cluster_se"] is None
     assert R.paired_heldout(ev[:1]) is None and R.paired_heldout([]) is None
+    # clustered by program: u = (d - mean) / (n T); a -> [1, -1, -1, 1]/16, b -> [1, -3, 1, 1]/32
+    # clusters 0: a0 + a1 + b0 = 1/32; 1: -1/16; 2: 1/16; 3: -3/32; 4: 1/32; 5: 1/32
+    # SE^2 = 6/5 * (1 + 4 + 4 + 9 + 1 + 1) / 1024
+    g = R.paired_heldout(ev, {"a": [0, 0, 1, 2], "b": [0, 3, 4, 5]})
+    assert g["cluster_se"] == pytest.approx(math.sqrt(6 / 5 * 20 / 1024))
+    assert g["se"] == pytest.approx(math.sqrt(1 / 12 + 1 / 16) / 2)
+
+
+def test_eval_clusters_from_run_config(tmp_path):
+    assert R.eval_clusters(tmp_path) is None  # no config.json
+    (tmp_path / "config.json").write_text(json.dumps({"eval_n": 6, "eval_seed": 1234,
+                                                      "resolved": {"n_inputs": 6}}))
+    ids = R.eval_clusters(tmp_path)
+    assert sorted(ids) == ["abduction", "deduction", "induction"]
+    assert all(len(v) == 6 for v in ids.values()) and ids["deduction"] == ids["abduction"]
 
 
 def test_since_last_completion():
@@ -461,7 +476,7 @@ def test_write_results_and_main_end_to_end(analysis_results, tmp_path):
                    "**not reproduced**", "**inconclusive**", "## pass@k per eval set",
                    "## Held-out accuracy", "| selfplay | eval/accuracy | 0.100 ± 0.020 (0) | "
                    "0.120 ± 0.020 (20) |", "paired over the same tasks",
-                   "| selfplay | 0 → 20 | +0.250 ± 0.250 | +1.0 | deduction +0.250 |", "| rlvr | eval/accuracy | 0.090 ± 0.017 (0)", "## Stages",
+                   "| selfplay | 0 → 20 | +0.250 ± 0.250 | +1.0 | – | deduction +0.250 |", "| rlvr | eval/accuracy | 0.090 ± 0.017 (0)", "## Stages",
                    "| analyze |", "[analysis.md](analysis.md)"):
         assert needle in text, needle
     for fig in res["figures"]:

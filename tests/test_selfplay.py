@@ -137,6 +137,34 @@ def test_paired_gain_bad_input():
         SP.paired_gain({"a": [1, 0]}, {"a": [1, 0, 1]})
     with pytest.raises(ValueError, match="no task type"):
         SP.paired_gain({"a": [1, 0]}, {"b": [1, 0]})
+    with pytest.raises(ValueError, match="one cluster per task"):
+        SP.paired_gain({"a": [1, 0]}, {"a": [1, 1]}, {"a": [0]})
+
+
+def test_paired_gain_clustered_by_program_hand_computed():
+    # type a: d = [1, 1, 0, 0], mean 0.5, n 4; type b: d = [1, 0], mean 0.5, n 2; T = 2 types.
+    # u per task = (d - mean) / (n T): a -> [1/16, 1/16, -1/16, -1/16], b -> [1/8, -1/8].
+    # clusters 0: a0 + a1 + b0 = 1/4; 1: a2 = -1/16; 2: a3 = -1/16; 3: b1 = -1/8.
+    # SE^2 = G/(G-1) * sum u_c^2 = 4/3 * (1/16 + 1/256 + 1/256 + 1/64) = 4/3 * 22/256
+    base = {"a": [0, 0, 0, 0], "b": [0, 0]}
+    final = {"a": [1, 1, 0, 0], "b": [1, 0]}
+    gain, se = SP.paired_gain(base, final, {"a": [0, 0, 1, 2], "b": [0, 3]})
+    assert gain == pytest.approx(0.5)
+    assert se == pytest.approx(math.sqrt(4 / 3 * 22 / 256))
+    # one type, every task its own cluster: exactly the unclustered paired SE
+    b1, f1 = {"a": [0, 1, 0, 0, 1, 0]}, {"a": [1, 1, 0, 1, 0, 0]}
+    assert SP.paired_gain(b1, f1, {"a": list(range(6))})[1] == pytest.approx(
+        SP.paired_gain(b1, f1)[1])
+    # 5 of 20 tasks flip together because they share a program: the clustered SE is larger
+    b2, f2 = {"a": [0] * 20}, {"a": [1] * 5 + [0] * 15}
+    shared = {"a": [0] * 5 + list(range(1, 16))}
+    assert SP.paired_gain(b2, f2, shared)[1] > 1.5 * SP.paired_gain(b2, f2)[1]
+
+
+def test_program_ids_shared_across_types_and_whitespace():
+    sets = {"deduction": [{"program": "def f(x):\n    return x"}, {"program": "def f(x): return x+1"}],
+            "induction": [{"program": "def f(x):  return x+1"}, {"program": "def f(x):\n    return x"}]}
+    assert SP.program_ids(sets) == {"deduction": [0, 1], "induction": [1, 0]}
 
 
 def test_pick_solver_tasks_newest_first_then_fill():
