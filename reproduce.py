@@ -25,6 +25,7 @@ numbers: a missing number gives "inconclusive (missing: ...)".
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -802,13 +803,19 @@ def paired_heldout(evals: list[dict], clusters: dict[str, list] | None = None) -
 def eval_clusters(run_dir: Path) -> dict[str, list[int]] | None:
     """Program id of each held-out task of a self-play run, from the evaluation set its
     config.json names (eval_n, eval_seed, n_inputs); None when the config lacks them."""
-    import selfplay
-
     try:
         cfg = json.loads((run_dir / "config.json").read_text())
         n, seed, n_inputs = cfg["eval_n"], cfg["eval_seed"], cfg["resolved"]["n_inputs"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    return _program_ids(n, seed, n_inputs)
+
+
+@functools.lru_cache(maxsize=None)
+def _program_ids(n: int, seed: int, n_inputs: int) -> dict[str, list[int]]:
+    """selfplay.program_ids of one evaluation set, built once for the runs that share it."""
+    import selfplay
+
     return selfplay.program_ids(selfplay.build_eval_sets(n, seed, n_inputs))
 
 

@@ -804,8 +804,9 @@ def paired_gain(base: dict[str, list[int]], final: dict[str, list[int]],
         m = sum(d) / n
         gain += m
         var += sum((x - m) ** 2 for x in d) / (n - 1) / n
-        for c, x in zip(clusters[t] if clusters is not None else (), d):
-            u[c] = u.get(c, 0.0) + (x - m) / n / len(types)
+        if clusters is not None:
+            for c, x in zip(clusters[t], d):
+                u[c] = u.get(c, 0.0) + (x - m) / n / len(types)
     if clusters is None:
         return gain / len(types), math.sqrt(var) / len(types)
     g = len(u)  # one cluster says nothing about the spread between clusters: SE unknown
