@@ -38,6 +38,36 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def enable_grad_checkpointing(model) -> None:
+    """Activation checkpointing: keep only each layer's input and recompute the rest in the
+    backward pass (memory for about one more forward). transformers 5.24 renamed the method;
+    older 5.x releases (the GPU image's 5.17) only know the old name."""
+    fn = getattr(model, "activation_checkpointing_enable", None) or \
+        model.gradient_checkpointing_enable
+    fn()
+
+
+def reset_peak_memory(device) -> None:
+    """Start a new window for `memory_stats`' CUDA peak (no-op on CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def memory_stats(device) -> dict:
+    """Memory figures for a step's metrics line. Always `mem/rss_peak_gib`: the process's peak
+    resident memory so far (Linux ru_maxrss, KiB; a high-water mark, not per step). On CUDA also
+    `mem/cuda_peak_gib`: torch.cuda.max_memory_allocated since the last `reset_peak_memory` (the
+    step's peak, when the loop resets it at each step start), and `mem/cuda_reserved_gib`: what
+    the caching allocator holds now."""
+    import resource
+
+    out = {"mem/rss_peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+    if torch.device(device).type == "cuda":
+        out["mem/cuda_peak_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+        out["mem/cuda_reserved_gib"] = torch.cuda.memory_reserved(device) / 2 ** 30
+    return out
+
+
 def pick_device(device: str | None = None) -> torch.device:
     """`None`/"auto" → CUDA if available, else CPU."""
     if device in (None, "auto"):

@@ -116,6 +116,7 @@ class Config:
     micro_batch: int = 64          # sequences per forward/backward (gradient accumulation)
     max_grad_norm: float = 1.0     # gradient-norm clip (0: none)
     bf16: bool = True              # bf16 autocast for the update forward/backward (CPU: ~2x faster)
+    grad_checkpointing: bool = False  # activation checkpointing: recompute in the backward pass (real models on small GPUs)
     eval_problems: int = 1000      # held-out problems for greedy accuracy (0: no evaluation; 1000 → SE about 1.4 points)
     eval_data: str = ""            # math .jsonl to evaluate on (first --eval-problems); "" = toy arithmetic heldout split, seed 1234
     eval_every: int = 50           # evaluate every N steps (and always at the start and the end)
@@ -603,6 +604,8 @@ def main(cfg: Config) -> dict:
     if cfg.kl_coef or cfg.kl_every:
         ref_model, _ = M.load_policy(cfg.model, cfg.device, cfg.dtype)
         ref_model.requires_grad_(False)
+    if cfg.grad_checkpointing:  # recompute activations in the backward pass: memory for time
+        M.enable_grad_checkpointing(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
                                   weight_decay=cfg.weight_decay)
     start, extra = run.resume(model, optimizer) if cfg.resume else (0, {})
@@ -630,6 +633,7 @@ def main(cfg: Config) -> dict:
         batch = [problems[i] for i in batch_indices(len(problems), step, cfg.prompts_per_step,
                                                     cfg.seed)]
         prompts = [math_prompt(p["question"], style) for p in batch]
+        M.reset_peak_memory(model.device)
         metrics, ro, rewards = grpo_step(model, tok, optimizer, prompts,
                                          [p["answer"] for p in batch], reward_fn, cfg, stop,
                                          ref_model, measure_kl=bool(cfg.kl_every) and
@@ -645,6 +649,7 @@ def main(cfg: Config) -> dict:
             metrics.update(evaluate(model, tok, heldout, style, cfg.max_new_tokens,
                                     cfg.gen_batch_size))
             metrics["time_eval"] = eval_s = time.time() - t
+        metrics.update(M.memory_stats(model.device))
         run.log(step, metrics)
         last = metrics
         if step % cfg.sample_every == 0 or step == 1:

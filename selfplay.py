@@ -613,6 +613,7 @@ class Config:
     max_grad_norm: float = 1.0         # gradient-norm clip (AZR: 1.0)
     micro_batch: int = 16              # sequences per forward/backward micro-batch
     bf16: bool = True                  # bf16 autocast for the update's forward/backward
+    grad_checkpointing: bool = False   # activation checkpointing: recompute in the backward pass (real models on small GPUs)
     sample_batch: int = 64             # sequences per sampling batch
     exec_timeout: float = 2.0          # wall-clock seconds per sandboxed execution (AZR: 10)
     max_buffer: int = 0                # cap on each buffer, oldest dropped first (0 = keep all)
@@ -1173,6 +1174,8 @@ def main(cfg: Config, buffers: dict | None = None) -> dict:
     model, tok = M.load_policy(model_path, cfg.device, cfg.dtype)
     style = prompt_style_for(cfg, tok)
     r = _resolved(cfg, style)
+    if cfg.grad_checkpointing:  # recompute activations in the backward pass: memory for time
+        M.enable_grad_checkpointing(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     pg = rlvr.pg_config(cfg)  # the PGConfig fields our Config shares (clip, loss_agg, ...)
     ref_model = M.load_policy(model_path, cfg.device, cfg.dtype)[0] if cfg.kl_coef else None
@@ -1215,6 +1218,7 @@ def main(cfg: Config, buffers: dict | None = None) -> dict:
     step, last_eval, last_correct = start, None, None
     bar = tqdm(range(start + 1, cfg.steps + 1), desc="self-play", dynamic_ncols=True)
     for step in bar:
+        M.reset_peak_memory(model.device)
         m, samples = self_play_step(S, step)
         # stop when another step plus the final evaluation would cross --max-minutes
         ahead = m["time/step"] + eval_cost
@@ -1225,6 +1229,7 @@ def main(cfg: Config, buffers: dict | None = None) -> dict:
             eval_cost = time.time() - t0
             m.update(last_eval, **{"time/eval": eval_cost})
             run.log(step, eval_row(last_correct), file="eval.jsonl")
+        m.update(M.memory_stats(model.device))
         run.log(step, m)
         run.write_samples(step, samples)
         if "propose/valid_rate" in m:

@@ -336,7 +336,7 @@ def main(cfg: Config) -> dict:
     ent_prompts = [math_prompt(rows[i]["question"], style) for i in sorted(ent_idx)]
 
     if cfg.grad_checkpointing:
-        model.gradient_checkpointing_enable()
+        M.enable_grad_checkpointing(model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
                             weight_decay=cfg.weight_decay)
     start, extra = 0, {}
@@ -388,6 +388,7 @@ def main(cfg: Config) -> dict:
         for group in opt.param_groups:
             group["lr"] = lr
         opt.zero_grad(set_to_none=True)
+        M.reset_peak_memory(model.device)
         stats = accumulate_grads(model, [stream.next() for _ in range(cfg.grad_accum)],
                                  tok.pad_token_id, cfg.bf16)
         gnorm = torch.nn.utils.clip_grad_norm_(
@@ -397,7 +398,7 @@ def main(cfg: Config) -> dict:
         metrics = {"loss": stats["loss"], "token_acc": stats["token_acc"], "lr": lr,
                    "grad_norm": float(gnorm), "tokens_per_s": stats["tokens"] / dt,
                    "resp_tokens": stats["resp_tokens"], "pad_frac": stats["pad_frac"],
-                   "epoch": round(stream.epoch, 4)}
+                   "epoch": round(stream.epoch, 4), **M.memory_stats(model.device)}
         if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
             last_eval = do_eval(step)
             metrics.update(last_eval)

@@ -82,7 +82,7 @@ class Config:
     gen_batch: int = 0             # sequences decoded together, both paths (0 = all prompts x samples at once)
     repeats: int = 2               # timed repeats of (a) and (b) after one untimed warm-up (median reported)
     micro_batch: int = 8           # sequences per forward/backward in the update (PGConfig.micro_batch)
-    grad_checkpointing: bool = False  # model.gradient_checkpointing_enable() for the updates of (b) and (c)
+    grad_checkpointing: bool = False  # M.enable_grad_checkpointing(model) for the updates of (b) and (c)
     lr: float = 1e-6               # AdamW learning rate (AZR's for real models; decides how many bf16 weights change)
     selfplay: bool = True          # run (c): one self-play step and the gold verifier workload
     sp_batch: int = 8              # (c) proposals and solver tasks per task type (selfplay --batch-size)
@@ -348,15 +348,14 @@ def reset_peak(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+    M.reset_peak_memory(dev)
 
 
 def peak_gib(dev: torch.device) -> float:
     """CUDA: max_memory_allocated since the last reset_peak. CPU: the process's peak resident
     memory so far (not per phase)."""
-    if dev.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2 ** 30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2 ** 30
+    mem = M.memory_stats(dev)
+    return mem.get("mem/cuda_peak_gib", mem["mem/rss_peak_gib"])
 
 
 def timed(fn, dev: torch.device):
@@ -476,7 +475,7 @@ def phase_update(model, ro: M.Rollout, shape, cfg, dev, budget, peak_tf):
     rlvr.check_pg_config(pg)
     opt = make_optimizer(model, cfg.lr)
     if cfg.grad_checkpointing:
-        model.gradient_checkpointing_enable()
+        M.enable_grad_checkpointing(model)
     before = [p.detach().clone() for p in model.parameters()]
     reset_peak(dev)
     t_warm, stats = timed(lambda: rlvr.update_policy(model, opt, [exp], pg), dev)
@@ -610,7 +609,7 @@ def phase_selfplay(model, tok, cfg, dev, run_dir):
 
     S = make_session(cfg, model, tok, run_dir)
     if cfg.grad_checkpointing:
-        model.gradient_checkpointing_enable()
+        M.enable_grad_checkpointing(model)
     gold = verify_gold(S)
     log(f"  (c) verifier on gold tasks ({S.style} format): {gold['valid']}/{gold['proposals']} "
         f"proposals valid, {gold['correct']}/{gold['answers']} answers right, {gold['s']:.2f}s")

@@ -36,6 +36,17 @@ def test_load_policy_errors_name_the_problem(tmp_path):
         M.load_policy(str(tmp_path / "x.gguf"))
 
 
+def test_memory_stats_on_cpu_is_the_process_peak_in_gib():
+    import resource
+
+    M.reset_peak_memory("cpu")  # a no-op on CPU, must not fail
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    mem = M.memory_stats(torch.device("cpu"))
+    assert set(mem) == {"mem/rss_peak_gib"}  # the CUDA keys only on CUDA
+    assert mem["mem/rss_peak_gib"] == pytest.approx(kib / 2 ** 20, rel=0.05)
+    assert 0.01 < mem["mem/rss_peak_gib"] < 64
+
+
 def test_sample_shapes_masks_and_order(micro_policy):
     _, model, tok = micro_policy
     prompts = ["a", "hello there", "xyz"]

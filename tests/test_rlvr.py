@@ -279,8 +279,9 @@ def _raw(folder):
     return [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
-def _metrics(folder):  # without the wall-clock timings
-    return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in _raw(folder)]
+def _metrics(folder):  # without the wall-clock timings and the process's memory
+    return [{k: v for k, v in r.items() if not k.startswith(("time_", "mem/"))}
+            for r in _raw(folder)]
 
 
 def test_resume_without_checkpoint_starts_over(micro_policy, tmp_path, monkeypatch):
@@ -316,7 +317,8 @@ def test_run_checkpoints_and_resume_without_duplicates(micro_policy, tmp_path, m
     assert ma == mb  # the resumed run is the uninterrupted run
     assert {"reward_mean", "accuracy", "entropy", "response_len_mean", "response_len_max",
             "clipped_frac", "kl", "clip_frac", "grad_norm", "lr",
-            "time_generate"} <= set(_raw(b)[1])
+            "time_generate", "mem/rss_peak_gib"} <= set(_raw(b)[1])
+    assert all(0 < r["mem/rss_peak_gib"] < 64 for r in _raw(b)[1:])  # GiB, not KiB or bytes
     assert "eval/accuracy" in mb[0] and "eval/accuracy_se" in mb[4]
     assert 0 <= mb[1]["kl"] < 1e-4  # KL(policy || base) measured at step 1, before any update
     cfg = json.loads((b / "config.json").read_text())
@@ -325,6 +327,23 @@ def test_run_checkpoints_and_resume_without_duplicates(micro_policy, tmp_path, m
                                                                      "step_000004"]
     samples = [json.loads(x) for x in (b / "samples.jsonl").read_text().splitlines()]
     assert [s["step"] for s in samples] == sorted(s["step"] for s in samples)
+
+
+def test_grad_checkpointing_changes_memory_not_results(micro_policy, tmp_path, monkeypatch):
+    """--grad-checkpointing turns on activation recomputation; on CPU the recomputed forward is
+    the same arithmetic, so the run logs exactly the same numbers."""
+    monkeypatch.setattr(rlvr, "math_reward", _fake_reward)
+    path, _, _ = micro_policy
+    loaded = []
+    real = rlvr.M.load_policy
+    monkeypatch.setattr(rlvr.M, "load_policy",
+                        lambda *a, **k: loaded.append(real(*a, **k)) or loaded[-1])
+    _run(tmp_path / "a", path, 2)
+    _run(tmp_path / "b", path, 2, extra=["--grad-checkpointing"])
+    on = [getattr(m, "is_activation_checkpointing", None) or m.is_gradient_checkpointing
+          for m, _ in loaded]
+    assert on == [False, False, True, False]  # a's policy and reference, b's policy and reference
+    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
 
 
 def test_run_stops_at_the_time_budget_with_final_eval_and_checkpoint(micro_policy, tmp_path,

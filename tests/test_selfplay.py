@@ -339,7 +339,8 @@ def test_two_steps_end_to_end_and_resume(micro_policy, tmp_path, monkeypatch):
                 "solve/induction/response_len", "propose/deduction/valid_rate",
                 "propose/valid_rate", "buffer/induction", "time/propose", "time/validate",
                 "time/estimate", "time/solve", "time/update", "eval/accuracy", "eval/se",
-                "eval/induction/accuracy", "propose/deduction/entropy", "solve/entropy"):
+                "eval/induction/accuracy", "propose/deduction/entropy", "solve/entropy",
+                "mem/rss_peak_gib"):
         assert key in last, key
     assert 0.0 <= last["eval/accuracy"] <= 1.0
     evals = _read(out / "eval.jsonl")  # per-task correctness of every evaluation, 2 tasks/type

@@ -197,7 +197,7 @@ def test_resume_no_lost_or_duplicated_metrics(micro_policy, tmp_path, monkeypatc
     sft.main(_cfg(path, ref))
     ref_lines = _lines(ref)
     assert [m["step"] for m in ref_lines] == [0, 1, 2, 3, 4]
-    for k in ("loss", "token_acc", "lr", "grad_norm", "tokens_per_s"):
+    for k in ("loss", "token_acc", "lr", "grad_norm", "tokens_per_s", "mem/rss_peak_gib"):
         assert all(k in m for m in ref_lines[1:])
     for s in (0, 2, 4):
         assert {"eval/accuracy", "eval/accuracy_se", "entropy"} <= set(ref_lines[s])
