@@ -115,6 +115,12 @@ def load_policy(name_or_path: str, device: str | None = None, dtype: str | None 
     path = resolve_model(name_or_path)
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
+    if dev.type == "cuda":
+        # PyTorch's cuDNN attention backend gave NaN gradients on left-padded batches (rows whose
+        # query sees only padding): measured on an H100 (torch 2.11, transformers 5.17), rlvr.py
+        # on the toy base hit a NaN grad norm at step 2 with it, and ran clean with it disabled
+        # (flash / memory-efficient / math backends). The forward was fine either way.
+        torch.backends.cuda.enable_cudnn_sdp(False)
     kwargs = {}
     src = path
     if path.endswith(".gguf"):

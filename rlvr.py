@@ -385,7 +385,9 @@ def update_policy(model, optimizer, experiences: list[Experience], cfg: PGConfig
     Returns stats: loss, clip_low_frac, clip_high_frac, clip_frac, ratio_mean, kl, entropy (token
     means over the processed rows; entropy = full-vocabulary entropy of the policy that sampled,
     from the first pass) with entropy_tokens, grad_norm (mean over steps), logp_mismatch_max,
-    tokens, sequences, skipped_frac (rows skipped for zero advantage), optimizer_steps.
+    tokens, sequences, skipped_frac (rows skipped for zero advantage), optimizer_steps (taken),
+    nonfinite_grad_steps (steps skipped because the gradient norm was NaN or inf; their
+    grad_norm enters the mean as such, so the log shows them).
     """
     check_pg_config(cfg)
     exps = [e for e in experiences if len(e)]
@@ -409,7 +411,7 @@ def update_policy(model, optimizer, experiences: list[Experience], cfg: PGConfig
         raise ValueError("kl_coef > 0 needs a ref_model or Experience.ref_logp")
     acc = {"loss": 0.0, "clip_low_frac": 0.0, "clip_high_frac": 0.0, "ratio_mean": 0.0,
            "kl": 0.0}
-    tokens_seen, grad_norms, n_skipped = 0.0, [], 0
+    tokens_seen, grad_norms, n_skipped, n_nonfinite = 0.0, [], 0, 0
     was_training = model.training
     model.train()
     for epoch in range(cfg.inner_epochs):
@@ -468,6 +470,9 @@ def update_policy(model, optimizer, experiences: list[Experience], cfg: PGConfig
             else:
                 gn = torch.norm(torch.stack([g.norm() for g in grads]))
             grad_norms.append(float(gn))
+            if not math.isfinite(grad_norms[-1]):  # a NaN/inf gradient would poison the weights
+                n_nonfinite += 1
+                continue
             optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     model.train(was_training)
@@ -478,7 +483,8 @@ def update_policy(model, optimizer, experiences: list[Experience], cfg: PGConfig
            "grad_norm": sum(grad_norms) / len(grad_norms),
            "logp_mismatch_max": mismatch,
            "tokens": sum(float(e.response_mask.sum()) for e in exps),
-           "sequences": n_rows, "skipped_frac": n_skipped / n_rows, "optimizer_steps": n_steps}
+           "sequences": n_rows, "skipped_frac": n_skipped / n_rows,
+           "optimizer_steps": n_steps - n_nonfinite, "nonfinite_grad_steps": n_nonfinite}
     for key in ("clip_low_frac", "clip_high_frac", "ratio_mean", "kl"):
         out[key] = acc[key] / max(tokens_seen, 1.0)
     out["clip_frac"] = out["clip_low_frac"] + out["clip_high_frac"]
@@ -575,7 +581,8 @@ def grpo_step(model, tok, optimizer, prompts: list[str], golds: list, reward_fn,
         "zero_std_frac": float((~varied_groups(rewards, G)).float().mean()),
         **{k: stats.get(k, 0.0) for k in ("loss", "clip_frac", "clip_low_frac",
                                           "clip_high_frac", "ratio_mean", "grad_norm",
-                                          "logp_mismatch_max", "skipped_frac")},
+                                          "logp_mismatch_max", "skipped_frac",
+                                          "nonfinite_grad_steps")},
         "lr": optimizer.param_groups[0]["lr"],
         "time_generate": t1 - t0, "time_score": t2 - t1, "time_update": t3 - t2,
         "completions": len(ro)}

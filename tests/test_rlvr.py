@@ -181,6 +181,24 @@ def test_update_gradient_matches_direct_loss(micro_policy):
     assert torch.allclose(w_upd, w_direct, atol=1e-6)
 
 
+def test_update_skips_a_step_whose_gradient_is_not_finite(micro_policy):
+    """A NaN gradient (on CUDA, cuDNN attention once produced one) must not reach the weights:
+    that optimizer step is skipped and counted; the other steps of the update still happen."""
+    path, model, tok = micro_policy
+    exps = _experiences(model, tok)
+    w0 = torch.cat([p.detach().flatten() for p in model.parameters()])
+    bad = copy.deepcopy(exps)
+    bad[0].advantages[0] = float("nan")  # → NaN loss → NaN gradient in every minibatch
+    w, st = _step(path, bad, micro_batch=4)
+    assert torch.equal(w, w0) and st["nonfinite_grad_steps"] == 1
+    assert st["optimizer_steps"] == 0 and math.isnan(st["grad_norm"])
+    w, st = _step(path, bad, minibatches=2, micro_batch=4)  # row 0 lands in one of the two
+    assert st["nonfinite_grad_steps"] == 1 and st["optimizer_steps"] == 1
+    assert torch.isfinite(w).all() and not torch.equal(w, w0)
+    _, st = _step(path, exps, micro_batch=4)
+    assert st["nonfinite_grad_steps"] == 0 and st["optimizer_steps"] == 1
+
+
 def test_update_several_minibatches_recomputes_old_logp(micro_policy):
     path, model, tok = micro_policy
     exps = _experiences(model, tok)
