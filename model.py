@@ -69,12 +69,21 @@ def memory_stats(device) -> dict:
 
 
 def pick_device(device: str | None = None) -> torch.device:
-    """`None`/"auto" → CUDA if available, else CPU."""
+    """`None`/"auto" → CUDA if available, else CPU. On CUDA it also switches off PyTorch's cuDNN
+    attention backend (below), for every model the process builds."""
     if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {device}: CUDA is not available on this machine")
-    return torch.device(device)
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        # PyTorch's cuDNN attention backend gave NaN gradients in training: measured on an H100
+        # (torch 2.11, transformers 5.17), rlvr.py on the toy base logged a NaN grad norm at step
+        # 2 (finite loss) with it, and ran clean with it disabled (flash, memory-efficient and
+        # math backends). Suspected, not established: the left-padded rows whose queries see
+        # only padding. The sampling forward was fine either way.
+        torch.backends.cuda.enable_cudnn_sdp(False)
+    return dev
 
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -115,12 +124,6 @@ def load_policy(name_or_path: str, device: str | None = None, dtype: str | None 
     path = resolve_model(name_or_path)
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
-    if dev.type == "cuda":
-        # PyTorch's cuDNN attention backend gave NaN gradients on left-padded batches (rows whose
-        # query sees only padding): measured on an H100 (torch 2.11, transformers 5.17), rlvr.py
-        # on the toy base hit a NaN grad norm at step 2 with it, and ran clean with it disabled
-        # (flash / memory-efficient / math backends). The forward was fine either way.
-        torch.backends.cuda.enable_cudnn_sdp(False)
     kwargs = {}
     src = path
     if path.endswith(".gguf"):

@@ -36,6 +36,20 @@ def test_load_policy_errors_name_the_problem(tmp_path):
         M.load_policy(str(tmp_path / "x.gguf"))
 
 
+def test_pick_device_on_cuda_switches_off_cudnn_attention(monkeypatch):
+    """cuDNN attention gave NaN gradients on an H100 (model.pick_device); every CUDA path goes
+    through pick_device, so the switch is there (the flag is settable on a CPU build too)."""
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    try:
+        torch.backends.cuda.enable_cudnn_sdp(True)
+        assert M.pick_device("cpu").type == "cpu" and torch.backends.cuda.cudnn_sdp_enabled()
+        assert M.pick_device("auto").type == "cuda"
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(before)
+
+
 def test_memory_stats_on_cpu_is_the_process_peak_in_gib():
     import resource
 
