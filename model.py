@@ -15,6 +15,7 @@ on first use (pretrain.py) and returns its path.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -45,6 +46,19 @@ def enable_grad_checkpointing(model) -> None:
     fn = getattr(model, "activation_checkpointing_enable", None) or \
         model.gradient_checkpointing_enable
     fn()
+
+
+@contextlib.contextmanager
+def oom_advice(script: str, flags: str):
+    """Turn a GPU out-of-memory error inside the block into a clear exit that names the flags
+    which lower the memory (`flags`, e.g. "--micro-batch (same gradient), --grad-checkpointing"),
+    instead of a stack trace from deep inside torch."""
+    try:
+        yield
+    except torch.OutOfMemoryError as e:
+        first = str(e).splitlines()[0] if str(e) else "out of memory"
+        raise SystemExit(f"[{script}] out of GPU memory ({first[:160]}). Lower the memory "
+                         f"with {flags}. The run's last checkpoint is kept (--resume).") from None
 
 
 def reset_peak_memory(device) -> None:

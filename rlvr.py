@@ -641,10 +641,12 @@ def main(cfg: Config) -> dict:
                                                     cfg.seed)]
         prompts = [math_prompt(p["question"], style) for p in batch]
         M.reset_peak_memory(model.device)
-        metrics, ro, rewards = grpo_step(model, tok, optimizer, prompts,
-                                         [p["answer"] for p in batch], reward_fn, cfg, stop,
-                                         ref_model, measure_kl=bool(cfg.kl_every) and
-                                         (step % cfg.kl_every == 0 or step == 1))
+        with M.oom_advice("rlvr", "--micro-batch (the update's gradient stays the same), "
+                                  "--gen-batch-size (sampling) or --grad-checkpointing"):
+            metrics, ro, rewards = grpo_step(model, tok, optimizer, prompts,
+                                             [p["answer"] for p in batch], reward_fn, cfg, stop,
+                                             ref_model, measure_kl=bool(cfg.kl_every) and
+                                             (step % cfg.kl_every == 0 or step == 1))
         # stop early when the budget would not hold another step and the final evaluation
         elapsed = time.time() - t_start
         out_of_time = cfg.max_minutes > 0 and step < cfg.steps and \

@@ -1219,7 +1219,9 @@ def main(cfg: Config, buffers: dict | None = None) -> dict:
     bar = tqdm(range(start + 1, cfg.steps + 1), desc="self-play", dynamic_ncols=True)
     for step in bar:
         M.reset_peak_memory(model.device)
-        m, samples = self_play_step(S, step)
+        with M.oom_advice("selfplay", "--micro-batch (the update's gradient stays the same), "
+                                      "--sample-batch (sampling) or --grad-checkpointing"):
+            m, samples = self_play_step(S, step)
         # stop when another step plus the final evaluation would cross --max-minutes
         ahead = m["time/step"] + eval_cost
         out_of_time = cfg.max_minutes > 0 and (time.time() - t_start + ahead) / 60 > cfg.max_minutes

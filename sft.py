@@ -389,8 +389,10 @@ def main(cfg: Config) -> dict:
             group["lr"] = lr
         opt.zero_grad(set_to_none=True)
         M.reset_peak_memory(model.device)
-        stats = accumulate_grads(model, [stream.next() for _ in range(cfg.grad_accum)],
-                                 tok.pad_token_id, cfg.bf16)
+        with M.oom_advice("sft", "a smaller --micro-batch with a larger --grad-accum (same "
+                                 "sequences per step), a smaller --max-len or --grad-checkpointing"):
+            stats = accumulate_grads(model, [stream.next() for _ in range(cfg.grad_accum)],
+                                     tok.pad_token_id, cfg.bf16)
         gnorm = torch.nn.utils.clip_grad_norm_(
             model.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
         opt.step()

@@ -364,6 +364,22 @@ def test_grad_checkpointing_changes_memory_not_results(micro_policy, tmp_path, m
     assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
 
 
+def test_out_of_gpu_memory_exits_naming_the_flags(micro_policy, tmp_path, monkeypatch):
+    path, _, _ = micro_policy
+
+    def oom(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.27 GiB\nmore")
+
+    monkeypatch.setattr(rlvr, "math_reward", _fake_reward)
+    monkeypatch.setattr(rlvr, "update_policy", oom)
+    with pytest.raises(SystemExit) as e:
+        _run(tmp_path, path, 2)
+    msg = str(e.value)
+    assert "out of GPU memory (CUDA out of memory. Tried to allocate 9.27 GiB)" in msg
+    assert "--micro-batch" in msg and "--grad-checkpointing" in msg and "more" not in msg
+    assert [r["step"] for r in _raw(tmp_path)] == [0]  # the base evaluation was logged
+
+
 def test_run_stops_at_the_time_budget_with_final_eval_and_checkpoint(micro_policy, tmp_path,
                                                                      monkeypatch):
     monkeypatch.setattr(rlvr, "math_reward", _fake_reward)
