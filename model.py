@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import random
+import resource
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,8 +74,6 @@ def memory_stats(device) -> dict:
     `mem/cuda_peak_gib`: torch.cuda.max_memory_allocated since the last `reset_peak_memory` (the
     step's peak, when the loop resets it at each step start), and `mem/cuda_reserved_gib`: what
     the caching allocator holds now."""
-    import resource
-
     out = {"mem/rss_peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
     if torch.device(device).type == "cuda":
         out["mem/cuda_peak_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30

@@ -55,7 +55,6 @@ import inspect
 import json
 import math
 import random
-import resource
 import sys
 import tempfile
 import time
