@@ -395,12 +395,15 @@ def main(cfg: Config) -> dict:
                                      tok.pad_token_id, cfg.bf16)
         gnorm = torch.nn.utils.clip_grad_norm_(
             model.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
-        opt.step()
+        finite = math.isfinite(float(gnorm))
+        if finite:  # a NaN/inf gradient would poison the weights: skip it (as rlvr.update_policy)
+            opt.step()
         dt = time.time() - t0
         metrics = {"loss": stats["loss"], "token_acc": stats["token_acc"], "lr": lr,
                    "grad_norm": float(gnorm), "tokens_per_s": stats["tokens"] / dt,
                    "resp_tokens": stats["resp_tokens"], "pad_frac": stats["pad_frac"],
-                   "epoch": round(stream.epoch, 4), **M.memory_stats(model.device)}
+                   "epoch": round(stream.epoch, 4), "nonfinite_grad_steps": int(not finite),
+                   **M.memory_stats(model.device)}
         if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
             last_eval = do_eval(step)
             metrics.update(last_eval)

@@ -239,6 +239,40 @@ def test_resume_no_lost_or_duplicated_metrics(micro_policy, tmp_path, monkeypatc
     assert [m["step"] for m in _lines(early)] == [0, 1, 2, 3, 4]
 
 
+def test_nonfinite_gradient_step_is_skipped(micro_policy, tmp_path, monkeypatch):
+    """A NaN gradient (step 2 here) leaves the weights and the optimizer state untouched, and
+    the step's metrics line says so; the other steps train as before."""
+    path = micro_policy[0]
+    real = sft.accumulate_grads
+    calls = []
+
+    def nan_at_step_2(model, *a, **kw):
+        stats = real(model, *a, **kw)
+        calls.append(1)
+        if len(calls) == 2:
+            next(model.parameters()).grad.fill_(float("nan"))
+        return stats
+
+    monkeypatch.setattr(sft, "accumulate_grads", nan_at_step_2)
+    snapshots = {}
+    real_save = M.RunDir.save_checkpoint
+
+    def keep(self, step, model, *a, **kw):
+        snapshots[step] = {k: v.clone() for k, v in model.state_dict().items()}
+        return real_save(self, step, model, *a, **kw)
+
+    monkeypatch.setattr(M.RunDir, "save_checkpoint", keep)
+    out = tmp_path / "nan"
+    sft.main(_cfg(path, out, save_every=1))
+    lines = _lines(out)
+    assert [m["nonfinite_grad_steps"] for m in lines[1:]] == [0, 1, 0, 0]
+    assert not math.isfinite(lines[2]["grad_norm"])
+    for k, v in snapshots[2].items():
+        assert torch.isfinite(v).all(), k
+        assert torch.equal(v, snapshots[1][k]), k                  # step 2 changed nothing
+    assert any(not torch.equal(snapshots[3][k], snapshots[2][k]) for k in snapshots[2])
+
+
 # ---------------------------------------------------------------- bad data
 def test_bad_data_gives_named_errors(tmp_path):
     with pytest.raises(SystemExit, match="nope.jsonl: file not found"):
