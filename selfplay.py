@@ -366,14 +366,20 @@ def estimate_advantages(rewards, n: int) -> torch.Tensor:
     """Advantages of the --train-on-estimates solver samples (not in AZR, whose solver trains on
     one sample per buffer task): the n samples that estimated one task's solve rate form a
     GRPO group, A = (r - mean_task) / (std_task + eps) (rlvr.group_advantages, scale "group").
-    A task solved 0 or n times gives no gradient. Under TRR++ (`--estimate-advantage trr`) the
-    wrong answers to the many tasks nobody solves would all be pushed down against the batch
-    baseline — a large, noisy "unlikelihood" gradient that, on the toy base, kept held-out
-    accuracy flat. rewards: [N] ordered task by task (N a multiple of n). Returns [N]."""
+    A task solved 0 or n times gives no gradient, even when its wrong answers mix format errors
+    (-1) with well-formed ones (-0.5): a correct answer (reward 1) must be in the group and not
+    alone. Under TRR++ (`--estimate-advantage trr`) the wrong answers to the many tasks nobody
+    solves would all be pushed down against the batch baseline — a large, noisy "unlikelihood"
+    gradient that, on the toy base, kept held-out accuracy flat.
+    rewards: [N] Eq. 6 rewards ordered task by task (N a multiple of n). Returns [N]."""
     import rlvr
 
     r = torch.as_tensor(rewards, dtype=torch.float32).flatten()                  # [N]
-    return rlvr.group_advantages(r, n, "group") if r.numel() else r
+    if not r.numel():
+        return r
+    solved = (r == 1.0).view(-1, n)                                               # [B, n]
+    mixed = (solved.any(-1) & ~solved.all(-1)).float()                            # [B]
+    return rlvr.group_advantages(r, n, "group") * mixed.repeat_interleave(n)      # [N]
 
 
 def std_error(p: float, n: int) -> float:
@@ -598,7 +604,7 @@ class Config:
     proposer_reward: str = "learnability"  # learnability (AZR Eq. 4) | peak50 (R-Zero style) | peak25
     zero_as: float = 0.0               # proposer reward of a valid task whose role reward is 0 (paper 0; AZR code -0.5)
     min_successes: int = 1             # fewer solver successes than this count as unsolved (1 = paper; 2 discounts 1-of-8 luck)
-    trivial_zero: bool = True          # guessable tasks (output == input, or a copy of a reference) get role reward 0 and stay out of the buffers (off = paper)
+    trivial_zero: bool = True          # guessable tasks (output == input, or a copy of a reference) get role reward 0, stay out of the buffers and do not train the solver (off = paper)
     freeze_proposer: bool = False      # ablation (Chae et al.): proposer samples get no gradient, s still estimated and logged
     solver_only: bool = False          # ablation (AZR Table 2 "train solver only"): no proposer gradient and no s estimation
     train_on_estimates: bool = True    # also train the solver on the --n-estimate samples of each new task (not in AZR; off = AZR; no effect with --solver-only)
@@ -1050,8 +1056,12 @@ def self_play_step(S: Session, step: int) -> tuple[dict, list[dict]]:
         for ro, idx in est_chunks:
             for j in range(len(ro.texts)):
                 q = idx[j // cfg.n_estimate]
-                rows.append((ro, j, (props[valid[q]]["type"], "solve"),
-                             est_rewards[q][j % cfg.n_estimate], True))
+                p = props[valid[q]]
+                # a guessable task (output == input, a copy of a reference) stays out of the
+                # buffers, so it must not train the solver here either: it rewards copying.
+                # (With --estimate-advantage trr its rewards still enter the group baseline.)
+                rows.append((ro, j, (p["type"], "solve"), est_rewards[q][j % cfg.n_estimate],
+                             not (cfg.trivial_zero and p["trivial"])))
         trained_chunks = trained_chunks + est_chunks
     groups = [r[2] for r in rows]
     if cfg.estimate_advantage == "trr" or n_main_rows == len(rows):

@@ -401,6 +401,18 @@ def test_freeze_proposer_excludes_proposer_samples(micro_policy, tmp_path, monke
     assert rows[-1] == 2 + 2 + 2 * 2   # proposer + solver + 2 valid proposals x n_estimate 2
     t = _read(tmp_path / "d" / "tasks.jsonl")
     assert all(x["valid"] and x["n"] == 2 and x["s"] is not None for x in t)
+    # a guessable proposal (output == input): its solve rate is still estimated, but its
+    # estimation samples train the solver only with --no-trivial-zero (they reward copying)
+    monkeypatch.setattr(SP, "validate_proposals", lambda t, texts, *a, **k: [
+        {"program": "def f(x):\n    return x", "input": "1", "output": "1", "valid": True,
+         "reason": "ok"} for _ in texts])
+    for name, trivial_zero, n_rows in (("e", True, 2 + 2), ("f", False, 2 + 2 + 2 * 2)):
+        SP.main(_small_cfg(path, tmp_path / name, steps=1, eval_n=1, task_types="deduction",
+                           train_on_estimates=True, trivial_zero=trivial_zero),
+                buffers=SEED_BUFFERS)
+        assert rows[-1] == n_rows, name
+        t = _read(tmp_path / name / "tasks.jsonl")
+        assert all(x["trivial"] and x["n"] == 2 for x in t if x["phase"] == "train")
 
 
 def test_task_source_generator_control(micro_policy, tmp_path):
@@ -468,5 +480,13 @@ def test_estimate_advantages_are_per_task_groups():
     assert a[:4].tolist() == pytest.approx([1.5, -0.5, -0.5, -0.5], abs=1e-3)
     assert a[4:].tolist() == [0.0] * 4
     assert SP.estimate_advantages([], 4).numel() == 0
+    # never solved, wrong answers mixing a format error (-1) with well-formed ones (-0.5): still
+    # no gradient (group_advantages alone would give +0.5 each and -1.5 to the format error);
+    # solved by all: none either
+    assert SP.estimate_advantages([-0.5, -0.5, -0.5, -1.0], 4).tolist() == [0.0] * 4
+    assert SP.estimate_advantages([1.0] * 4, 4).tolist() == [0.0] * 4
+    # solved once, with a format error among the misses: the format error gets the lowest
+    a = SP.estimate_advantages([1.0, -0.5, -0.5, -1.0], 4)
+    assert a[0] > 0 > a[1] == a[2] > a[3]
     with pytest.raises(SystemExit, match="--n-estimate >= 2"):
         SP.check_config(SP.Config(n_estimate=1, min_successes=1))
