@@ -412,6 +412,10 @@ def update_policy(model, optimizer, experiences: list[Experience], cfg: PGConfig
     acc = {"loss": 0.0, "clip_low_frac": 0.0, "clip_high_frac": 0.0, "ratio_mean": 0.0,
            "kl": 0.0}
     tokens_seen, grad_norms, n_skipped, n_nonfinite = 0.0, [], 0, 0
+    # loss_agg=constant with constant_len 0: L is the widest response of the WHOLE batch, fixed
+    # before micro-batching (policy_loss's own fallback, the width of its trimmed micro-batch,
+    # would weigh short responses more and make the gradient depend on --micro-batch)
+    const_len = cfg.constant_len or int(max(float(e.response_mask.sum(-1).max()) for e in exps))
     was_training = model.training
     model.train()
     for epoch in range(cfg.inner_epochs):
@@ -450,7 +454,7 @@ def update_policy(model, optimizer, experiences: list[Experience], cfg: PGConfig
                     ref = refs[k][r.to(refs[k].device)][:, :T] if refs[k] is not None else None
                     loss, st = policy_loss(logp, old_lp, mbx.advantages, m, cfg.clip_low,
                                            cfg.clip_high, cfg.loss_agg, total=total,
-                                           constant_len=cfg.constant_len, ref_logp=ref,
+                                           constant_len=const_len, ref_logp=ref,
                                            kl_coef=cfg.kl_coef, entropy=ent.float(),
                                            entropy_coef=cfg.entropy_coef)
                     loss.backward()

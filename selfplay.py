@@ -1187,7 +1187,10 @@ def main(cfg: Config, buffers: dict | None = None) -> dict:
     if cfg.grad_checkpointing:  # recompute activations in the backward pass: memory for time
         M.enable_grad_checkpointing(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    pg = rlvr.pg_config(cfg)  # the PGConfig fields our Config shares (clip, loss_agg, ...)
+    # the PGConfig fields our Config shares (clip, loss_agg, ...); --loss-agg constant divides
+    # by the generation budget, the larger of the two roles' (Dr. GRPO's constant)
+    pg = dataclasses.replace(rlvr.pg_config(cfg), constant_len=max(r["propose_max_tokens"],
+                                                                   r["solve_max_tokens"]))
     ref_model = M.load_policy(model_path, cfg.device, cfg.dtype)[0] if cfg.kl_coef else None
     S = Session(cfg=cfg, types=types, style=style, r=r, model=model, tok=tok,
                 optimizer=optimizer, pg=pg, run=run, rng=random.Random(cfg.seed), buffers={},

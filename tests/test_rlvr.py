@@ -161,6 +161,22 @@ def test_update_micro_batching_equals_one_big_batch(micro_policy, agg):
     assert st["sequences"] == 12
 
 
+def test_update_constant_agg_without_length_uses_the_widest_response(micro_policy):
+    """loss_agg=constant, constant_len 0: L is the widest response of the whole batch, so
+    micro-batching (which trims each micro-batch to its own widest row) changes nothing."""
+    path, model, tok = micro_policy
+    ro = M.sample(model, tok, ["# deduction\nabc", "# abduction\nxy"], n=6, max_new_tokens=30,
+                  seed=0)
+    assert len(set(ro.lengths.tolist())) > 2          # responses of many lengths
+    exps = [Experience.from_rollout(ro, torch.tensor([1., -1, .5, -.5, 2, -2] * 2))]
+    w_big, _ = _step(path, exps, loss_agg="constant", micro_batch=64)
+    w_small, _ = _step(path, exps, loss_agg="constant", micro_batch=1)
+    widest = int(ro.response_mask.sum(-1).max())
+    w_fixed, _ = _step(path, exps, loss_agg="constant", micro_batch=1, constant_len=widest)
+    assert torch.allclose(w_big, w_small, atol=1e-6)
+    assert torch.allclose(w_small, w_fixed, atol=1e-6)
+
+
 def test_update_gradient_matches_direct_loss(micro_policy):
     """One experience: update_policy's step equals SGD on policy_loss of one full forward, also
     when it skips the zero-advantage rows."""

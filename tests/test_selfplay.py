@@ -415,6 +415,22 @@ def test_freeze_proposer_excludes_proposer_samples(micro_policy, tmp_path, monke
         assert all(x["trivial"] and x["n"] == 2 for x in t if x["phase"] == "train")
 
 
+def test_constant_loss_agg_divides_by_the_generation_budget(micro_policy, tmp_path,
+                                                            monkeypatch):
+    """--loss-agg constant: L is the larger of the two roles' max new tokens (Dr. GRPO), not a
+    micro-batch's width."""
+    import rlvr
+
+    path, _, _ = micro_policy
+    seen = []
+    monkeypatch.setattr(rlvr, "update_policy",
+                        lambda model, opt, exps, cfg, *a, **k: seen.append(cfg) or {})
+    monkeypatch.setattr(SP, "trr_advantages", lambda r, g, eps=1e-6: torch.ones(len(g)))
+    SP.main(_small_cfg(path, tmp_path / "c", steps=1, eval_n=1, task_types="deduction",
+                       loss_agg="constant"), buffers=SEED_BUFFERS)
+    assert [c.constant_len for c in seen] == [24] and seen[0].loss_agg == "constant"
+
+
 def test_task_source_generator_control(micro_policy, tmp_path):
     import toydata
 
