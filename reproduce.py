@@ -854,6 +854,8 @@ def write_results(cfg: Config, records: dict, res: dict, analysis: Path,
                   results: Path) -> tuple[Path, list[dict]]:
     """<results>/results.md, the analysis figures and analyze's full report (analysis.md).
     Returns the path of results.md and the findings rows."""
+    # the commit before this call touches results/ (its own copies would make it "-dirty")
+    commit = git_commit() or "unknown (not a git checkout)"
     results.mkdir(parents=True, exist_ok=True)
     figures = [f for f in res.get("figures", []) if (analysis / f).exists()]
     for f in figures:
@@ -861,7 +863,6 @@ def write_results(cfg: Config, records: dict, res: dict, analysis: Path,
     if (analysis / "report.md").exists():
         shutil.copy2(analysis / "report.md", results / "analysis.md")
     rows = findings(res)
-    commit = git_commit() or "unknown (not a git checkout)"
     stage_commits = commits_of(records)
     machine = machine_summary()
     here = machine_line({**machine, "load_average": None})
