@@ -415,7 +415,9 @@ def update_policy(model, optimizer, experiences: list[Experience], cfg: PGConfig
     # loss_agg=constant with constant_len 0: L is the widest response of the WHOLE batch, fixed
     # before micro-batching (policy_loss's own fallback, the width of its trimmed micro-batch,
     # would weigh short responses more and make the gradient depend on --micro-batch)
-    const_len = cfg.constant_len or int(max(float(e.response_mask.sum(-1).max()) for e in exps))
+    const_len = cfg.constant_len
+    if cfg.loss_agg == "constant" and not const_len:  # (a host sync per experience: only here)
+        const_len = int(max(float(e.response_mask.sum(-1).max()) for e in exps))
     was_training = model.training
     model.train()
     for epoch in range(cfg.inner_epochs):

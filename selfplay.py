@@ -480,6 +480,12 @@ def is_trivial(task_type: str, task: dict, refs: list[dict]) -> bool:
 # ==============================================================================================
 # Validation (verifier.py) and scoring
 # ==============================================================================================
+def set_aside(cfg, p: dict) -> bool:
+    """--trivial-zero: a guessable proposal (`is_trivial`) gets role reward 0, no buffer slot,
+    and its estimation samples train no solver (they would reward copying)."""
+    return bool(cfg.trivial_zero and p.get("trivial", False))
+
+
 def _reason(error: str | None) -> str:
     """A short counter key from a verifier error: its kind ("syntax", "banned", "timeout",
     "nondeterministic", ...), with the exception class for run-time errors
@@ -905,7 +911,7 @@ def seed_buffers(S) -> dict:
             n_valid += p["valid"]
             p["reward"] = None
             rows.append(task_row(p))
-            if not p["valid"] or (cfg.trivial_zero and p["trivial"]):
+            if not p["valid"] or set_aside(cfg, p):
                 continue
             if p["type"] == "induction":
                 if len(ind) < cfg.seed_size and add_to_buffer(ind, _task(p), 0):
@@ -1003,12 +1009,12 @@ def self_play_step(S: Session, step: int) -> tuple[dict, list[dict]]:
         if p["valid"] and "successes" in p:
             p["s"] = p["successes"] / p["n"]
             s = effective_solve_rate(p["successes"], p["n"], cfg.min_successes)
-        trivial = cfg.trivial_zero and p.get("trivial", False)
-        p["reward"] = proposal_reward(p["valid"], s, cfg.proposer_reward, cfg.zero_as, trivial)
+        p["reward"] = proposal_reward(p["valid"], s, cfg.proposer_reward, cfg.zero_as,
+                                      set_aside(cfg, p))
         p.setdefault("s", None)
     times["estimate"] = time.time() - t0
     for p in props:  # every valid, non-guessable proposal joins its buffer
-        if p["valid"] and not (cfg.trivial_zero and p["trivial"]):
+        if p["valid"] and not set_aside(cfg, p):
             add_to_buffer(S.buffers[p["type"]], _task(p), step, cfg.max_buffer)
     S.run.write_samples(step, [task_row(p) for p in props], file="tasks.jsonl")
 
@@ -1057,11 +1063,10 @@ def self_play_step(S: Session, step: int) -> tuple[dict, list[dict]]:
             for j in range(len(ro.texts)):
                 q = idx[j // cfg.n_estimate]
                 p = props[valid[q]]
-                # a guessable task (output == input, a copy of a reference) stays out of the
-                # buffers, so it must not train the solver here either: it rewards copying.
-                # (With --estimate-advantage trr its rewards still enter the group baseline.)
+                # set-aside (guessable) tasks train no solver; with --estimate-advantage trr
+                # their rewards still enter the group baseline
                 rows.append((ro, j, (p["type"], "solve"), est_rewards[q][j % cfg.n_estimate],
-                             not (cfg.trivial_zero and p["trivial"])))
+                             not set_aside(cfg, p)))
         trained_chunks = trained_chunks + est_chunks
     groups = [r[2] for r in rows]
     if cfg.estimate_advantage == "trr" or n_main_rows == len(rows):

@@ -240,8 +240,8 @@ def test_resume_no_lost_or_duplicated_metrics(micro_policy, tmp_path, monkeypatc
 
 
 def test_nonfinite_gradient_step_is_skipped(micro_policy, tmp_path, monkeypatch):
-    """A NaN gradient (step 2 here) leaves the weights and the optimizer state untouched, and
-    the step's metrics line says so; the other steps train as before."""
+    """A NaN gradient (step 2 here) leaves the weights untouched, and the step's metrics line
+    says so; the next step trains again."""
     path = micro_policy[0]
     real = sft.accumulate_grads
     calls = []
