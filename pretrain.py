@@ -21,6 +21,8 @@ import dataclasses
 import math
 import random
 import string
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,9 +51,9 @@ class Config:
     warmup: int = 30               # linear warm-up steps, then cosine decay to lr/10
     weight_decay: float = 0.01     # AdamW weight decay
     bf16: bool = True              # bf16 autocast for the forward/backward (about 2x on AMX CPUs)
-    max_minutes: float = 30.0      # hard wall-clock cap: stop early (and say so) if reached
     eval_problems: int = 200       # held-out problems per set for the final greedy evaluation
     threads: int = 0               # torch threads (0 = torch's default)
+    log_every: int = 100           # one console line every N steps
 
 
 # ----------------------------------------------------------------------------------------------
@@ -185,7 +187,22 @@ def heldout_accuracy(model, tok, n: int = 200, seed: int = 1234) -> dict:
     se = lambda p, k: math.sqrt(max(p * (1 - p), 1e-12) / k)  # noqa: E731
     d, a = sum(ded) / len(ded), sum(ari) / len(ari)
     return {"deduction_acc": d, "deduction_se": se(d, len(ded)), "arith_acc": a,
-            "arith_se": se(a, len(ari)), "n": n}
+            "arith_se": se(a, len(ari)), "n": n, "seed": seed,
+            "deduction_correct": "".join(str(int(c)) for c in ded),
+            "arith_correct": "".join(str(int(c)) for c in ari)}
+
+
+def git_commit() -> str | None:
+    """The commit this build ran at (with "-dirty" for uncommitted changes), or None."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=here, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha + ("-dirty" if dirty else "")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -214,8 +231,9 @@ def main(cfg: Config) -> dict:
     g = torch.Generator().manual_seed(cfg.seed)
     order = torch.randperm(data.shape[0], generator=g)
     model.train()
-    bar = tqdm(range(cfg.steps), desc="pretrain", dynamic_ncols=True)
-    stopped_early, t_train = False, time.time()
+    bar = tqdm(range(cfg.steps), desc="pretrain", dynamic_ncols=True,
+               disable=not sys.stderr.isatty())
+    t_train = time.time()
     for step in bar:
         idx = order[(torch.arange(cfg.batch_size) + step * cfg.batch_size) % data.shape[0]]
         batch = data[idx]                                                         # [B, C]
@@ -229,18 +247,18 @@ def main(cfg: Config) -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
-        if (time.time() - t0) / 60 > cfg.max_minutes - 5:  # leave time for the evaluation
-            print(f"[pretrain] wall-clock cap reached at step {step + 1}/{cfg.steps}: "
-                  f"stopping early", flush=True)
-            stopped_early = True
-            break
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            bar.write(f"[pretrain] step {step + 1}/{cfg.steps} loss {loss.item():.3f} "
+                      f"lr {lr_at(step):.2e} {time.time() - t_train:.0f}s")
     train_s = time.time() - t_train
     model.eval()
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     model.save_pretrained(cfg.out)
     tok.save_pretrained(cfg.out)
     acc = heldout_accuracy(model, tok, cfg.eval_problems)
-    report = {"params": n_params, "steps_done": step + 1, "stopped_early": stopped_early,
+    report = {"command": " ".join(["python", "pretrain.py"] + sys.argv[1:]),
+              "commit": git_commit(), "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "params": n_params, "steps_done": step + 1,
               "final_loss": loss.item(), "train_seconds": round(train_s),
               "total_seconds": round(time.time() - t0), **acc, "config": dataclasses.asdict(cfg)}
     import json
