@@ -10,8 +10,8 @@ One code path for every causal LM, from the 5M-parameter toy base built on CPU t
   RunDir                 the run-folder conventions: config.json, metrics.jsonl, samples.jsonl,
                          Hugging Face checkpoints, and exact resume
 
-Nothing here is specific to the toy model except `resolve_model("toy")`, which builds the toy base
-on first use (pretrain.py) and returns its path.
+Nothing here is specific to the toy model except `resolve_model("toy")`, which returns the path of
+the toy base that ships with the project (toy_base/, built by pretrain.py).
 """
 from __future__ import annotations
 
@@ -20,14 +20,17 @@ import json
 import os
 import random
 import resource
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parent
-TOY_BASE = str(REPO / "runs" / "toy-base")
+TOY_BASE = str(REPO / "toy_base")
+TOY_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -38,6 +41,24 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def on_terminal() -> bool:
+    """Whether the console is a terminal (progress bars) or a log file (plain lines only)."""
+    return sys.stderr.isatty()
+
+
+def progress(iterable, desc: str, **kw):
+    """A progress bar on a terminal; on a log file nothing, so the log holds one line per step
+    instead of thousands of redraws."""
+    return tqdm(iterable, desc=desc, dynamic_ncols=True, leave=False, disable=not on_terminal(),
+                **kw)
+
+
+def say(msg: str) -> None:
+    """One console line (printed above a progress bar when there is one)."""
+    tqdm.write(msg)
+    sys.stdout.flush()
 
 
 def enable_grad_checkpointing(model) -> None:
@@ -113,15 +134,15 @@ def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
 
 
 def resolve_model(name: str) -> str:
-    """"toy" → the toy base folder, building it first if it is missing (pretrain.py)."""
+    """"toy" → the shipped toy base folder (toy_base/); any other name is returned as it is."""
     if name != "toy":
         return name
-    if not (Path(TOY_BASE) / "config.json").exists():
-        print(f"[zeroplay] the toy base model is missing: building it now in {TOY_BASE} "
-              f"(python pretrain.py; about 25 minutes on 2 CPU cores) ...", flush=True)
-        import pretrain  # local import: pretrain imports this module
-
-        pretrain.main(pretrain.Config(out=TOY_BASE))
+    missing = [f for f in TOY_FILES if not (Path(TOY_BASE) / f).is_file()]
+    if missing:
+        raise SystemExit(f"--model toy: the shipped toy base {TOY_BASE} is missing "
+                         f"{', '.join(missing)}. Restore it with `git checkout -- toy_base` or "
+                         f"rebuild it with `python pretrain.py --out toy_base` (about 22 min on "
+                         f"2 CPU cores).")
     return TOY_BASE
 
 
@@ -133,7 +154,10 @@ def load_policy(name_or_path: str, device: str | None = None, dtype: str | None 
     and left padding (prompts are left-padded so that every prompt ends at the same column).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    if not on_terminal():  # transformers' own loading/saving bars would flood a log file
+        hf_logging.disable_progress_bar()
     path = resolve_model(name_or_path)
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
@@ -153,9 +177,12 @@ def load_policy(name_or_path: str, device: str | None = None, dtype: str | None 
     try:
         tok = AutoTokenizer.from_pretrained(src, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(src, dtype=dt, **kwargs)
-    except OSError as e:  # hub id not cached / no network
-        raise SystemExit(f"--model {name_or_path}: could not load it ({e.__class__.__name__}: "
-                         f"{str(e).splitlines()[0]})") from None
+    except Exception as e:  # hub id not cached / no network / a truncated or corrupted file
+        first = (str(e).splitlines() or [""])[0][:200]
+        hint = (" The shipped base looks damaged: restore it with `git checkout -- toy_base`."
+                if path == TOY_BASE else "")
+        raise SystemExit(f"--model {name_or_path}: could not load {path} "
+                         f"({e.__class__.__name__}: {first}).{hint}") from None
     if getattr(model.config, "quantization_config", None) is not None and kwargs.get("gguf_file"):
         # A GGUF-loaded model is dequantized in memory but refuses save_pretrained; rebuild it as a
         # plain model so checkpoints can be written and diffed.

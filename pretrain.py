@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 import model as M
 import toydata
@@ -217,8 +216,9 @@ def main(cfg: Config) -> dict:
     tokens_needed = cfg.steps * cfg.batch_size * cfg.context
     docs = make_documents(int(tokens_needed / 180 * 1.15) + 1000, cfg.seed)  # ~180 chars a doc
     data = pack(docs, tok, cfg.context)                                           # [R, C]
-    print(f"[pretrain] {n_params / 1e6:.2f}M params, vocab {len(tok)}, {len(docs)} docs → "
-          f"{data.shape[0]} rows of {cfg.context} tokens ({time.time() - t0:.0f}s)", flush=True)
+    M.say(f"[pretrain] {n_params / 1e6:.2f}M params, vocab {len(tok)}, {len(docs)} docs → "
+          f"{data.shape[0]} rows of {cfg.context} tokens ({time.time() - t0:.0f}s) | "
+          f"{cfg.steps} steps of {cfg.batch_size} x {cfg.context} tokens")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95),
                             weight_decay=cfg.weight_decay)
 
@@ -231,8 +231,7 @@ def main(cfg: Config) -> dict:
     g = torch.Generator().manual_seed(cfg.seed)
     order = torch.randperm(data.shape[0], generator=g)
     model.train()
-    bar = tqdm(range(cfg.steps), desc="pretrain", dynamic_ncols=True,
-               disable=not sys.stderr.isatty())
+    bar = M.progress(range(cfg.steps), "pretrain")
     t_train = time.time()
     for step in bar:
         idx = order[(torch.arange(cfg.batch_size) + step * cfg.batch_size) % data.shape[0]]
@@ -248,8 +247,8 @@ def main(cfg: Config) -> dict:
         opt.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            bar.write(f"[pretrain] step {step + 1}/{cfg.steps} loss {loss.item():.3f} "
-                      f"lr {lr_at(step):.2e} {time.time() - t_train:.0f}s")
+            M.say(f"[pretrain] step {step + 1}/{cfg.steps} | loss {loss.item():.3f} | lr "
+                  f"{lr_at(step):.2e} | {time.time() - t_train:.0f}s")
     train_s = time.time() - t_train
     model.eval()
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
@@ -263,10 +262,12 @@ def main(cfg: Config) -> dict:
               "total_seconds": round(time.time() - t0), **acc, "config": dataclasses.asdict(cfg)}
     import json
     (Path(cfg.out) / "pretrain_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"[pretrain] saved {cfg.out} | {report['total_seconds']}s | held-out greedy accuracy: "
-          f"deduction {acc['deduction_acc']:.1%} ± {acc['deduction_se']:.1%}, "
-          f"arithmetic {acc['arith_acc']:.1%} ± {acc['arith_se']:.1%} (n={acc['n']} each)",
-          flush=True)
+    M.say(f"[pretrain] done: {report['steps_done']} steps in {report['total_seconds']}s | "
+          f"held-out greedy accuracy: deduction {acc['deduction_acc']:.1%} ± "
+          f"{acc['deduction_se']:.1%}, arithmetic {acc['arith_acc']:.1%} ± {acc['arith_se']:.1%} "
+          f"(n={acc['n']} each)")
+    M.say(f"[pretrain] saved {cfg.out} (Hugging Face folder + pretrain_report.json). Next: "
+          f"python selfplay.py --model {cfg.out}")
     return report
 
 

@@ -68,12 +68,11 @@ CODE_SETS = ("deduction", "abduction", "induction")  # the held-out code tasks s
 # Flags of the quick budget (a smoke test: tiny steps, small evaluations, short wall-clock caps).
 # The full budget passes none of these: each script runs with its own defaults.
 QUICK = {
-    "base": ["--steps", "40", "--max-minutes", "7", "--eval-problems", "20"],
+    "base": ["--steps", "40", "--eval-problems", "20"],
     "selfplay": ["--steps", "4", "--batch-size", "4", "--solve-batch-size", "4", "--seed-size", "4",
-                 "--n-estimate", "4", "--eval-n", "16", "--eval-every", "0", "--save-every", "2",
-                 "--max-minutes", "6"],
+                 "--n-estimate", "4", "--eval-n", "16", "--eval-every", "0", "--save-every", "2"],
     "rlvr": ["--steps", "6", "--prompts-per-step", "4", "--eval-problems", "20", "--eval-every", "3",
-             "--save-every", "3", "--max-minutes", "4"],
+             "--save-every", "3"],
     "sft": ["--steps", "10", "--eval-n", "20", "--eval-every", "5", "--save-every", "5",
             "--entropy-prompts", "8"],
     "analyze": ["--n", "4", "--problems", "16", "--curriculum-tasks", "8", "--n-boot", "200"],

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 import model as M
 import toydata
@@ -90,9 +89,8 @@ class Config:
     seed: int = 0                  # seeds random, numpy and torch (and the prompt order)
     device: str = "auto"           # cpu | cuda | auto
     dtype: str = "auto"            # model weights dtype: auto (CUDA bf16, CPU fp32) | fp32 | bf16
-    threads: int = 1               # torch CPU threads (0: torch's default; 1 is by far the fastest on a shared 2-core CPU)
-    max_minutes: float = 19.0      # wall-clock budget: stop early (final eval + checkpoint) when reached (0: none)
-    steps: int = 150               # GRPO steps (one rollout batch and its update each; --max-minutes may stop earlier)
+    threads: int = 0               # torch CPU threads (0: torch's default)
+    steps: int = 150               # GRPO steps (one rollout batch and its update each)
     prompts_per_step: int = 64     # prompts per step (toy base: 16 gave too noisy a gradient to transfer to held-out problems)
     group_size: int = 8            # G: completions per prompt
     max_new_tokens: int = 56       # response length cap (tokens; toy solutions are <= 50)
@@ -613,6 +611,10 @@ def main(cfg: Config) -> dict:
     style = M.prompt_style(tok) if cfg.prompt_style == "auto" else cfg.prompt_style
     problems = load_problems(cfg)
     heldout = load_eval_problems(cfg)
+    M.say(f"[rlvr] {M.resolve_model(cfg.model)} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "
+          f"params, {style} prompts, {model.device}) → {run.path} | {cfg.steps} steps of "
+          f"{cfg.prompts_per_step} prompts x {cfg.group_size} samples, {len(problems)} training "
+          f"problems, {len(heldout)} held-out")
     ref_model = None
     if cfg.kl_coef or cfg.kl_every:
         ref_model, _ = M.load_policy(cfg.model, cfg.device, cfg.dtype)
@@ -630,17 +632,15 @@ def main(cfg: Config) -> dict:
         base["time_eval"] = time.time() - t
         run.log(0, base)
         extra["base_eval"] = base
-        print(f"[rlvr] base held-out accuracy {base['eval/accuracy']:.1%} "
-              f"± {base['eval/accuracy_se']:.1%} (n={base['eval/n']})", flush=True)
+        M.say(f"[rlvr] base held-out accuracy (greedy) {base['eval/accuracy']:.1%} "
+              f"± {base['eval/accuracy_se']:.1%} (n={base['eval/n']})")
     elif start:
-        print(f"[rlvr] resumed from step {start}", flush=True)
+        M.say(f"[rlvr] resumed from step {start}")
     stop = math_stop(style)
     reward_fn = lambda text, gold: math_reward(text, gold, cfg.format_reward, style)  # noqa: E731
-    bar = tqdm(range(start + 1, cfg.steps + 1), desc="rlvr", dynamic_ncols=True,
-               initial=start, total=cfg.steps)
-    last, eval_s = {}, extra.get("base_eval", {}).get("time_eval", 0.0)
-    eval_acc = extra.get("base_eval", {}).get("eval/accuracy", float("nan"))  # latest, for the bar
-    for step in bar:
+    last = {}
+    for step in M.progress(range(start + 1, cfg.steps + 1), "rlvr", initial=start,
+                           total=cfg.steps):
         for g in optimizer.param_groups:
             g["lr"] = cfg.lr * min(1.0, step / max(cfg.warmup_steps, 1))
         batch = [problems[i] for i in batch_indices(len(problems), step, cfg.prompts_per_step,
@@ -653,17 +653,12 @@ def main(cfg: Config) -> dict:
                                              [p["answer"] for p in batch], reward_fn, cfg, stop,
                                              ref_model, measure_kl=bool(cfg.kl_every) and
                                              (step % cfg.kl_every == 0 or step == 1))
-        # stop early when the budget would not hold another step and the final evaluation
-        elapsed = time.time() - t_start
-        out_of_time = cfg.max_minutes > 0 and step < cfg.steps and \
-            elapsed + 2 * (metrics["time_generate"] + metrics["time_update"]) + eval_s > \
-            cfg.max_minutes * 60
-        final = step == cfg.steps or out_of_time
+        final = step == cfg.steps
         if heldout and (step % cfg.eval_every == 0 or final):
             t = time.time()
             metrics.update(evaluate(model, tok, heldout, style, cfg.max_new_tokens,
                                     cfg.gen_batch_size))
-            metrics["time_eval"] = eval_s = time.time() - t
+            metrics["time_eval"] = time.time() - t
         metrics.update(M.memory_stats(model.device))
         run.log(step, metrics)
         last = metrics
@@ -674,14 +669,14 @@ def main(cfg: Config) -> dict:
             run.write_samples(step, rows[:cfg.samples_per_log])
         if step % cfg.save_every == 0 or final:
             run.save_checkpoint(step, model, tok, optimizer, extra)
+        line = (f"step {step:>{len(str(cfg.steps))}}/{cfg.steps} | reward "
+                f"{metrics['reward_mean']:.3f} | accuracy {metrics['accuracy']:.3f} | H "
+                f"{metrics['entropy']:.3f} | length {metrics['response_len_mean']:.1f} | "
+                f"{metrics['time_generate'] + metrics['time_score'] + metrics['time_update']:.1f}s")
         if "eval/accuracy" in metrics:
-            eval_acc = metrics["eval/accuracy"]
-        bar.set_postfix(reward=f"{metrics['reward_mean']:.2f}", H=f"{metrics['entropy']:.2f}",
-                        heldout=f"{eval_acc:.2f}")
-        if out_of_time:
-            print(f"\n[rlvr] --max-minutes {cfg.max_minutes:g} reached: stopped after step "
-                  f"{step}/{cfg.steps} (resume with --resume to continue)", flush=True)
-            break
+            line += (f" | held-out {metrics['eval/accuracy']:.3f} ± "
+                     f"{metrics['eval/accuracy_se']:.3f}")
+        M.say(line)
     summary = {"base": extra.get("base_eval"), "final": {k: v for k, v in last.items()
                                                          if k.startswith("eval/")},
                "minutes": (time.time() - t_start) / 60}
@@ -690,10 +685,13 @@ def main(cfg: Config) -> dict:
         diff = f["eval/accuracy"] - b["eval/accuracy"]
         se = math.hypot(b["eval/accuracy_se"], f["eval/accuracy_se"])  # SE of the difference
         summary["gain_in_se"] = diff / se if se else float("nan")
-        print(f"[rlvr] held-out accuracy {b['eval/accuracy']:.1%} ± {b['eval/accuracy_se']:.1%} "
-              f"→ {f['eval/accuracy']:.1%} ± {f['eval/accuracy_se']:.1%} (n={f['eval/n']}, "
-              f"greedy): {diff:+.1%}, {summary['gain_in_se']:+.1f} SE of the difference, "
-              f"in {summary['minutes']:.1f} min", flush=True)
+        M.say(f"[rlvr] done: {cfg.steps} steps in {summary['minutes']:.1f} min | held-out "
+              f"accuracy (greedy, n={f['eval/n']}) {b['eval/accuracy']:.1%} ± "
+              f"{b['eval/accuracy_se']:.1%} → {f['eval/accuracy']:.1%} ± "
+              f"{f['eval/accuracy_se']:.1%}: {diff:+.1%}, {summary['gain_in_se']:+.1f} SE of the "
+              f"difference")
+    M.say(f"[rlvr] run folder {run.path} (metrics.jsonl, samples.jsonl, checkpoints/). Next: "
+          f"python analyze.py --runs {run.path}")
     return summary
 
 

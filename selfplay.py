@@ -87,7 +87,6 @@ import time
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 
 import model as M
 
@@ -590,10 +589,10 @@ class Config:
     seed: int = 0                      # seeds random, numpy and torch
     device: str = "auto"               # auto|cpu|cuda
     dtype: str = "auto"                # auto (bf16 on CUDA, fp32 on CPU)|float32|bfloat16
-    threads: int = 1                   # torch CPU threads (0 = torch's default; 1 is ~10x faster than 2 on a busy 2-core machine)
+    threads: int = 0                   # torch CPU threads (0 = torch's default)
     style: str = "auto"                # prompt templates: auto (from the tokenizer)|toy|azr
     task_types: str = "deduction,abduction,induction"  # comma-separated subset of deduction,abduction,induction
-    steps: int = 60                    # self-play steps (one optimizer step each)
+    steps: int = 30                    # self-play steps (one optimizer step each)
     batch_size: int = 8                # proposals per task type per step (AZR: 64)
     solve_batch_size: int = 16         # solver tasks per task type per step (0 = --batch-size, as AZR)
     k_refs: int = -1                   # reference tasks in each proposer prompt (-1 = 2 for toy, 6 = AZR otherwise)
@@ -629,12 +628,11 @@ class Config:
     sample_batch: int = 64             # sequences per sampling batch
     exec_timeout: float = 2.0          # wall-clock seconds per sandboxed execution (AZR: 10)
     max_buffer: int = 0                # cap on each buffer, oldest dropped first (0 = keep all)
-    eval_every: int = 20               # held-out greedy evaluation every N steps (also at step 0 and at the end; 0 = only those)
+    eval_every: int = 10               # held-out greedy evaluation every N steps (also at step 0 and at the end; 0 = only those)
     eval_n: int = 256                  # held-out toy tasks per task type (toydata heldout split, never proposed; 256 → SE of the mean over types about 0.011)
     eval_seed: int = 1234              # seed of the held-out evaluation set
-    save_every: int = 20               # checkpoint every N steps (0 = only at the end); the sparsity-vs-step analysis reads them
+    save_every: int = 10               # checkpoint every N steps (0 = only at the end); the sparsity-vs-step analysis reads them
     task_source: str = "proposer"      # proposer (AZR) | generator (control: every proposal replaced by a toy-generator task, train split; needs --freeze-proposer)
-    max_minutes: float = 28.0          # wall-clock cap: stop early (final eval + checkpoint) when another step would cross it (0 = none)
 
 
 def _resolved(cfg: Config, style: str) -> dict:
@@ -885,7 +883,7 @@ def seed_buffers(S) -> dict:
     cfg, rng = S.cfg, S.rng
     need_ind = "induction" in S.types
     seed, ind, rows, rounds, n_prop, n_valid = [], [], [], 0, 0, 0
-    bar = tqdm(total=cfg.seed_size * (2 if need_ind else 1), desc="seeding", dynamic_ncols=True)
+    bar = M.progress(None, "seeding", total=cfg.seed_size * (2 if need_ind else 1))
     per_round = max(cfg.batch_size, 8)
     while len(seed) < cfg.seed_size or (need_ind and len(ind) < cfg.seed_size):
         if rounds >= cfg.seed_max_rounds:
@@ -1189,6 +1187,10 @@ def main(cfg: Config, buffers: dict | None = None) -> dict:
     model, tok = M.load_policy(model_path, cfg.device, cfg.dtype)
     style = prompt_style_for(cfg, tok)
     r = _resolved(cfg, style)
+    M.say(f"[selfplay] {model_path} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "
+          f"params, {style} prompts, {model.device}) → {run.path} | {cfg.steps} steps: "
+          f"{cfg.batch_size} proposals and {r['solve_batch_size']} solver tasks per type "
+          f"({', '.join(types)}), {cfg.n_estimate} samples to estimate each solve rate")
     if cfg.grad_checkpointing:  # recompute activations in the backward pass: memory for time
         M.enable_grad_checkpointing(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -1201,7 +1203,7 @@ def main(cfg: Config, buffers: dict | None = None) -> dict:
                 optimizer=optimizer, pg=pg, run=run, rng=random.Random(cfg.seed), buffers={},
                 eval_sets=build_eval_sets(cfg.eval_n, cfg.eval_seed, r["n_inputs"]),
                 ref_model=ref_model, generator=generator_pools(cfg, r["n_inputs"]))
-    start, history, eval_cost = 0, {}, 0.0
+    start, history = 0, {}
     if cfg.resume and run.latest_checkpoint() is not None:
         start, extra = run.resume(model, optimizer)
         run.truncate_log("tasks.jsonl", start)
@@ -1209,7 +1211,7 @@ def main(cfg: Config, buffers: dict | None = None) -> dict:
         S.buffers = extra["buffers"]
         S.rng.setstate(_tuple_state(extra["rng"]))
         history = extra.get("history", {})
-        print(f"[selfplay] resumed {cfg.out} at step {start}", flush=True)
+        M.say(f"[selfplay] resumed {cfg.out} at step {start}")
     else:
         if cfg.resume:
             print(f"[selfplay] --resume: no checkpoint in {cfg.out}, starting fresh", flush=True)
@@ -1225,48 +1227,33 @@ def main(cfg: Config, buffers: dict | None = None) -> dict:
         seed_m["time/seed"] = time.time() - t0
         t0 = time.time()
         base, base_correct = evaluate(S)
-        eval_cost = time.time() - t0
-        seed_m.update(base, **{"time/eval": eval_cost},
+        seed_m.update(base, **{"time/eval": time.time() - t0},
                       **{f"buffer/{t}": len(S.buffers[t]) for t in TASK_TYPES})
         run.log(0, seed_m)
         run.log(0, eval_row(base_correct), file="eval.jsonl")
         history = {"base": base, "base_correct": base_correct, "valid_rates": []}
-        print(f"[selfplay] base held-out accuracy {_fmt_eval(base)}", flush=True)
+        M.say(f"[selfplay] base held-out accuracy (greedy) {_fmt_eval(base)}")
 
     step, last_eval, last_correct = start, None, None
-    bar = tqdm(range(start + 1, cfg.steps + 1), desc="self-play", dynamic_ncols=True)
-    for step in bar:
+    for step in M.progress(range(start + 1, cfg.steps + 1), "self-play", initial=start,
+                           total=cfg.steps):
         M.reset_peak_memory(model.device)
         with M.oom_advice("selfplay", "--micro-batch (the update's gradient stays the same), "
                                       "--sample-batch (sampling) or --grad-checkpointing"):
             m, samples = self_play_step(S, step)
-        # stop when another step plus the final evaluation would cross --max-minutes
-        ahead = m["time/step"] + eval_cost
-        out_of_time = cfg.max_minutes > 0 and (time.time() - t_start + ahead) / 60 > cfg.max_minutes
-        if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps or out_of_time:
+        if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
             t0 = time.time()
             last_eval, last_correct = evaluate(S)
-            eval_cost = time.time() - t0
-            m.update(last_eval, **{"time/eval": eval_cost})
+            m.update(last_eval, **{"time/eval": time.time() - t0})
             run.log(step, eval_row(last_correct), file="eval.jsonl")
         m.update(M.memory_stats(model.device))
         run.log(step, m)
         run.write_samples(step, samples)
         if "propose/valid_rate" in m:
             history.setdefault("valid_rates", []).append(m["propose/valid_rate"])
-        solve_acc = _mean(v for k, v in m.items() if k.startswith("solve/")
-                          and k.endswith("/accuracy"))
-        bar.set_postfix(valid=f"{m.get('propose/valid_rate', float('nan')):.2f}",
-                        solve=f"{solve_acc:.2f}",
-                        acc=f"{last_eval['eval/accuracy']:.3f}" if last_eval else "-")
-        if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps or out_of_time:
+        M.say(step_line(m, step, cfg.steps, S.types))
+        if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps:
             save(S, step, history)
-        if out_of_time:
-            print(f"[selfplay] --max-minutes {cfg.max_minutes}: another step would cross it; "
-                  f"stopping after step {step}/{cfg.steps} (final evaluation and checkpoint "
-                  f"done)", flush=True)
-            break
-    bar.close()
     if last_eval is None and step > start:  # defensive: the loop always evaluates its last step
         last_eval, last_correct = evaluate(S)
     minutes = (time.time() - t_start) / 60
@@ -1285,15 +1272,31 @@ def main(cfg: Config, buffers: dict | None = None) -> dict:
                                                  program_ids(S.eval_sets))[1]
     (run.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if last_eval:
-        print(f"[selfplay] done: {step} steps in {minutes:.1f} min | held-out accuracy base "
-              f"{_fmt_eval(history.get('base') or {})} → final {_fmt_eval(last_eval)} | "
+        M.say(f"[selfplay] done: {step} steps in {minutes:.1f} min | held-out accuracy (greedy) "
+              f"base {_fmt_eval(history.get('base') or {})} → final {_fmt_eval(last_eval)} | "
               f"gain {summary.get('gain', float('nan')):+.3f} ± "
-              f"{summary.get('gain_se', float('nan')):.3f} (paired SE "
-              f"{_nan(summary.get('gain_paired_se')):.3f}, clustered by program "
-              f"{_nan(summary.get('gain_cluster_se')):.3f}) | valid-proposal rate min "
-              f"{_num(summary['valid_rate_min'])} mean {_num(summary['valid_rate_mean'])}",
-              flush=True)
+              f"{_nan(summary.get('gain_cluster_se')):.3f} (SE clustered by program) | "
+              f"valid-proposal rate min {_num(summary['valid_rate_min'])} mean "
+              f"{_num(summary['valid_rate_mean'])}")
+    M.say(f"[selfplay] run folder {run.path} (metrics.jsonl, tasks.jsonl, eval.jsonl, "
+          f"checkpoints/). Next: python analyze.py --runs {run.path}")
     return summary
+
+
+def step_line(m: dict, step: int, steps: int, types: list) -> str:
+    """The console line of one step: valid-proposal rate, mean solve rate s of the valid
+    proposals, the solver's accuracy on its own tasks per type, entropy per role, seconds."""
+    short = {"deduction": "ded", "abduction": "abd", "induction": "ind"}
+    s = [m[f"propose/{t}/s_mean"] for t in types if f"propose/{t}/s_mean" in m]
+    acc = " ".join(f"{short[t]} {m[f'solve/{t}/accuracy']:.2f}" for t in types
+                   if f"solve/{t}/accuracy" in m)
+    line = (f"step {step:>{len(str(steps))}}/{steps} | valid {_num(m.get('propose/valid_rate'))}"
+            f" | s {_num(_mean(s) if s else None)} | solve {acc or '-'} | H propose "
+            f"{_num(m.get('propose/entropy'), 3)} solve {_num(m.get('solve/entropy'), 3)} | "
+            f"{m['time/step']:.1f}s")
+    if "eval/accuracy" in m:
+        line += f" | held-out {m['eval/accuracy']:.3f} ± {m['eval/se']:.3f}"
+    return line
 
 
 def prompt_style_for(cfg: Config, tok) -> str:
@@ -1317,8 +1320,8 @@ def _nan(x) -> float:
     return float("nan") if x is None else x
 
 
-def _num(x) -> str:
-    return "-" if x is None else f"{x:.2f}"
+def _num(x, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
 
 
 def _mean(xs) -> float:

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 import model as M
 import toydata
@@ -66,7 +65,7 @@ class Config:
     grad_checkpointing: bool = False  # activation checkpointing (real models on small GPUs)
     device: str = "auto"            # auto | cpu | cuda | cuda:N
     dtype: str = "auto"             # weight dtype: auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
-    threads: int = 1                # torch CPU threads (1 suits a shared 2-core machine: 2 threads stall under contention; 0 = torch default)
+    threads: int = 0                # torch CPU threads (0 = torch's default)
 
 
 # Keys of config.json that fix the data and its order: a resumed run must match them.
@@ -350,11 +349,10 @@ def main(cfg: Config) -> dict:
     stream = DataStream(examples, cfg.micro_batch, cfg.seed,
                         position=int(extra.get("micro_batches", start * cfg.grad_accum)))
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"[sft] {model_path} ({n_params / 1e6:.1f}M params, style {style}) | "
+    M.say(f"[sft] {model_path} ({n_params / 1e6:.1f}M params, {style} prompts, {model.device}) "
+          f"→ {run.path} | {cfg.steps} steps of {cfg.micro_batch}x{cfg.grad_accum} sequences, "
           f"{len(examples)} examples ({dropped} dropped > {cfg.max_len} tokens), "
-          f"{cfg.micro_batch}x{cfg.grad_accum} sequences/step, "
-          f"{'resuming at step ' + str(start) if start else 'from scratch'} → {run.path}",
-          flush=True)
+          f"{'resuming at step ' + str(start) if start else 'from scratch'}")
 
     def do_eval(step: int) -> dict:
         model.eval()
@@ -375,14 +373,12 @@ def main(cfg: Config) -> dict:
     if start == 0:
         first_eval = do_eval(0)
         run.log(0, first_eval)
-        print(f"[sft] step 0 (base): held-out accuracy {first_eval['eval/accuracy']:.1%} ± "
+        M.say(f"[sft] base held-out accuracy (greedy) {first_eval['eval/accuracy']:.1%} ± "
               f"{first_eval['eval/accuracy_se']:.1%} (n={first_eval['eval/n']}), "
-              f"entropy {first_eval['entropy']:.3f}", flush=True)
+              f"entropy {first_eval['entropy']:.3f}")
     model.train()
-    bar = tqdm(range(start + 1, cfg.steps + 1), desc="sft", dynamic_ncols=True, initial=start,
-               total=cfg.steps)
-    stats = {}
-    for step in bar:
+    for step in M.progress(range(start + 1, cfg.steps + 1), "sft", initial=start,
+                           total=cfg.steps):
         t0 = time.time()
         lr = lr_at(step - 1, cfg.lr, cfg.warmup, cfg.steps, cfg.schedule, cfg.min_lr_ratio)
         for group in opt.param_groups:
@@ -404,17 +400,17 @@ def main(cfg: Config) -> dict:
                    "resp_tokens": stats["resp_tokens"], "pad_frac": stats["pad_frac"],
                    "epoch": round(stream.epoch, 4), "nonfinite_grad_steps": int(not finite),
                    **M.memory_stats(model.device)}
+        line = (f"step {step:>{len(str(cfg.steps))}}/{cfg.steps} | loss {stats['loss']:.3f} | "
+                f"token accuracy {stats['token_acc']:.3f} | lr {lr:.2e} | {dt:.1f}s")
         if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
             last_eval = do_eval(step)
             metrics.update(last_eval)
+            line += (f" | held-out {last_eval['eval/accuracy']:.3f} ± "
+                     f"{last_eval['eval/accuracy_se']:.3f}, entropy {last_eval['entropy']:.3f}")
         run.log(step, metrics)
         if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps:
             save(step)
-        post = {"loss": f"{stats['loss']:.3f}", "tok_acc": f"{stats['token_acc']:.3f}"}
-        if last_eval:
-            post["eval"] = f"{last_eval['eval/accuracy']:.3f}"
-        bar.set_postfix(post)
-    bar.close()
+        M.say(line)
     if start >= cfg.steps and run.latest_checkpoint() is None:
         save(start)
 
@@ -433,15 +429,15 @@ def main(cfg: Config) -> dict:
         report["n"] = last_eval["eval/n"]
     if 0 in correct and cfg.steps in correct:
         report.update(accuracy_gain(correct[0], correct[cfg.steps]))
-        print(f"[sft] base {report['base_accuracy']:.1%} ± {report['base_accuracy_se']:.1%} → "
-              f"final {report['final_accuracy']:.1%} ± {report['final_accuracy_se']:.1%} "
-              f"(n={report['n']}): gain {report['gain']:+.1%} ± {report['gain_se_unpaired']:.1%} "
-              f"unpaired / ± {report['gain_se_paired']:.1%} paired", flush=True)
-    final = (f": held-out accuracy {last_eval['eval/accuracy']:.1%} ± "
-             f"{last_eval['eval/accuracy_se']:.1%} (n={last_eval['eval/n']}), entropy "
-             f"{last_eval['entropy']:.3f}" if last_eval else "")
-    print(f"[sft] done in {wall / 60:.1f} min ({cpu / 60:.1f} CPU min){final} | final "
-          f"checkpoint {run.latest_checkpoint()}", flush=True)
+    gain = (f" | gain {report['gain']:+.1%} ± {report['gain_se_paired']:.1%} (paired SE)"
+            if "gain" in report else "")
+    final = (f" | held-out accuracy (greedy, n={last_eval['eval/n']}) "
+             f"{report.get('base_accuracy', float('nan')):.1%} → "
+             f"{last_eval['eval/accuracy']:.1%} ± {last_eval['eval/accuracy_se']:.1%}{gain}, "
+             f"entropy {last_eval['entropy']:.3f}" if last_eval else "")
+    M.say(f"[sft] done: {cfg.steps} steps in {wall / 60:.1f} min{final}")
+    M.say(f"[sft] run folder {run.path} (metrics.jsonl, samples.jsonl, checkpoints/). Next: "
+          f"python analyze.py --runs {run.path}")
     return report
 
 

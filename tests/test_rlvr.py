@@ -396,16 +396,6 @@ def test_out_of_gpu_memory_exits_naming_the_flags(micro_policy, tmp_path, monkey
     assert [r["step"] for r in _raw(tmp_path)] == [0]  # the base evaluation was logged
 
 
-def test_run_stops_at_the_time_budget_with_final_eval_and_checkpoint(micro_policy, tmp_path,
-                                                                     monkeypatch):
-    monkeypatch.setattr(rlvr, "math_reward", _fake_reward)
-    path, _, _ = micro_policy
-    _run(tmp_path, path, 50, extra=["--max-minutes", "1e-6"])
-    rows = _metrics(tmp_path)
-    assert [r["step"] for r in rows] == [0, 1] and "eval/accuracy" in rows[1]
-    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_000001"]
-
-
 def test_cli_rejects_bad_flags():
     with pytest.raises(SystemExit, match="--loss-agg"):
         rlvr.parse_args(["--loss-agg", "sum"])

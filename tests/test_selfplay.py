@@ -307,7 +307,7 @@ SEED_BUFFERS = {
 def _small_cfg(path, out, **kw):
     base = dict(model=path, out=str(out), steps=2, batch_size=2, n_estimate=2, eval_n=2,
                 n_inputs=4, propose_max_tokens=24, solve_max_tokens=12, eval_every=1,
-                max_minutes=0, micro_batch=8, device="cpu", train_on_estimates=False,
+                micro_batch=8, device="cpu", train_on_estimates=False,
                 solve_batch_size=2)
     base.update(kw)
     return SP.Config(**base)
