@@ -1,89 +1,56 @@
-"""verifier.py - sandboxed execution of model-written Python and every answer check of zeroplay.
+"""verifier.py - the sandbox that runs model-written Python, and the AZR answer checks.
 
-Self-play executes programs the policy wrote (AZR, arXiv 2505.03335, sections 3.2-3.3); RLVR scores
-math answers.  This module does both, with no torch dependency and a cheap import.
+Self-play (AZR, arXiv 2505.03335, sec. 3.2-3.3) executes programs the policy wrote.  No torch
+dependency; importing this module is cheap and starts nothing.
 
-How a program runs
-------------------
-Two small "fork servers" are started lazily, on first use, as *fresh interpreters* (never forked from
-the caller, which may hold torch and a model):
-``python -S -s -P -B -c BOOT CODE CONFIG`` (BOOT execs this module's code object, compiled by the
-caller and marshalled to CODE), with an environment that holds only ``PYTHONHASHSEED`` (0 for one
-server, 1 for the other).
-Why these flags and not ``-I``: ``-I`` implies ``-E``, which ignores ``PYTHONHASHSEED``, and the two
-servers must differ in hash seed so that validation can catch hash/set-order non-determinism.
-``-S`` skips ``site`` (whose ``.pth`` files would import ~100 modules, ``random`` and ``time``
-among them, into every sandbox), ``-s`` ignores the user site directory, ``-P`` keeps the script
-directory and cwd out of ``sys.path``, ``-B`` writes no ``.pyc`` files.
+What runs where
+  * The caller runs a static filter (defence in depth, not the sandbox): AZR's banned modules and
+    more, the dangerous builtins where they really name the builtin (symtable), dunder names and
+    attributes outside an allowlist.  Each rejection names its rule.
+  * Two fork servers, fresh interpreters started on first use (never forked from the caller,
+    which may hold torch and a model) with hash seeds 0 and 1 and no other environment, preload
+    harmless stdlib modules and fork a fresh child per job, ``workers`` at a time.
+  * The child joins its own process group, has /dev/null as stdio, only the result pipe open and
+    capped print() output; its cwd is a fresh job directory (as root: chroot into it and uid/gid
+    65534, so it is the only writable place the child sees and RLIMIT_NPROC bites).  It gets
+    rlimits and an alarm(), an audit hook that reports and ends the process (os._exit; never a
+    raise, which the program's try/except would swallow) on a forbidden event, and restricted
+    builtins.  It runs ``f(<args>)`` (args must parse as exactly one call), checks the value's
+    exact builtin types and size before calling repr (no program code runs in repr) and reports
+    the repr behind a random per-job nonce.
+  * The server kills the child's process group at the wall deadline, reaps it and removes its job
+    directory.  A dead server is respawned and its leftover processes killed.  Servers exit when
+    the caller closes their stdin (close(), atexit, or the caller dying).
 
-Each server preloads a fixed set of harmless stdlib modules (math, re, collections, typing, all
-codecs, ...), calls ``gc.freeze()`` and then forks one fresh child per job, up to ``workers``
-children at a time.  Each child, before it runs the program:
-  * joins its own process group; stdin/stdout/stderr point to /dev/null (so the program can never
-    write into the server's protocol pipe); every other inherited descriptor is closed except the
-    result pipe; ``print`` goes to a counter that ends the child past ``max_output_chars``;
-  * gets a fresh job directory as cwd; when the server runs as root, the child also ``chroot``s into
-    it and drops to uid/gid 65534 (nobody), which makes the job directory the only writable place it
-    can see, stops it signalling other users' processes and makes ``RLIMIT_NPROC`` effective;
-  * gets rlimits: address space (default 1 GiB), CPU time (timeout + 1 s), file size, open files,
-    processes (0: no fork, no threads when unprivileged), core dumps (0), plus an ``alarm()`` so it
-    dies on its own even if its server dies;
-  * installs an audit hook (``sys.addaudithook``) that, on a forbidden event, writes the reason and
-    ends the process with ``os._exit`` -- it never raises, because ``try/except`` in the program would
-    swallow the exception.  Forbidden: process creation and signals (``os.system``, ``os.fork``,
-    ``os.exec*``, ``os.posix_spawn``, ``subprocess.Popen``, ``os.kill``), sockets, ``ctypes``,
-    opening/creating/removing files outside the job directory (judged by the resolved absolute path;
-    reads too), loading a dangerous module (``socket``, ``ctypes``, ``subprocess``, ...), frame and
-    code-object introspection, ``gc.get_objects``, ``exec``/``compile`` from program code,
-    ``setrlimit``, ``marshal``/``pickle`` loading.  Other non-preloaded modules raise ImportError.
-  * runs the program with a restricted builtins dict (no open/eval/exec/compile/input/breakpoint/
-    globals/locals/vars; an ``__import__`` that only returns the preloaded allowlist; getattr-family
-    functions that refuse dunder names), evaluates ``f(<args>)`` (args must parse as exactly one
-    call, so ``1) or (x`` cannot inject code), checks the return value's *exact* builtin types and
-    size before calling ``repr`` (so no program code runs in ``repr``), and reports the repr.
-The server kills the child's process group at the wall-clock deadline (default 5 s), reaps it,
-removes its job directory, and answers the parent.  A server that dies is respawned; any process
-left in its session is killed and its directory removed.  Servers exit when the parent closes their
-stdin (``atexit``, or the parent dying).
+Protects against: runaway CPU, sleeping, memory and output; fork bombs; writes, renames and
+deletes outside the job directory; network; killing the trainer or the servers; leaked child
+processes; hash-seed and id() non-determinism (two executions, different hash seeds and
+address-space layouts); return values that run code in repr or that are gigantic.
 
-A static filter runs first in the caller (defence in depth, not the sandbox): the AZR banned modules
-plus more (os, sys, subprocess, socket, ctypes, importlib, ...), the builtins open/eval/exec/compile/
-__import__/input/breakpoint/globals/locals/vars where they really refer to the builtin (``symtable``),
-and dunder names/attributes outside a small allowlist.  Every rejection names its rule.
-
-What this protects against: runaway CPU, sleeping, memory and output; fork bombs; writes, renames
-and deletes outside the job directory; network; killing the trainer or the servers; leaked child
-processes; hash-seed and address (``id``) non-determinism (two executions, different hash seeds,
-different address-space layouts); return values that run code in ``repr`` or that are gigantic.
-
-What it does NOT protect against (no containers, namespaces or seccomp -- not available everywhere):
-  * Reads.  Without root (no chroot), the audit hook blocks ``open`` outside the job directory, but
-    a determined program with a filter bypass may still find read paths that fire no audit event.
-  * Forgery of its own result.  The child writes its result to a pipe; program code that escapes
-    both the static filter and the restricted builtins (e.g. ``operator.attrgetter`` on dunder
-    names) can reach ``os.write``.  A random per-job nonce that prefixes the result keeps naive
-    forgeries out (it lives only in closures the server builds before the fork; frames, ``gc``
-    and code-object introspection are audit-killed), and the runner uses only references
-    captured before the program starts (patching ``builtins``, ``os`` or ``json`` does not
-    redirect it).  Beyond that, only the filter and the guard prevent forgery.
-  * Programs that fire no audit event: ``time.sleep``/``select`` (only the wall timeout stops
-    them), threads when running as root without the uid drop, ``os.mknod``/``os.mkfifo`` and
-    ``pidfd_send_signal`` (deleted from the modules in the server instead).
+Does NOT protect against (no containers, namespaces or seccomp -- not available everywhere):
+  * Reads.  Without root (no chroot) the audit hook blocks open() outside the job directory, but
+    a determined program with a filter bypass may still find read paths that fire no event.
+  * Forgery of its own result.  Program code that escapes both the filter and the restricted
+    builtins (e.g. operator.attrgetter on dunder names) can reach os.write on the result pipe.
+    The nonce (held only in closures the server builds before the fork; frames, gc and code
+    objects are audit-killed) keeps naive forgeries out, and the runner uses only references
+    captured before the program starts (patching builtins, os or json does not redirect it).
+    Beyond that, only the filter and the guard prevent forgery.
+  * Programs that fire no audit event: time.sleep/select (only the wall timeout stops them),
+    threads when running as root without the uid drop, os.mknod/os.mkfifo and
+    pidfd_send_signal (deleted from their modules in the server instead).
+  * Without root there is no uid drop: the audit hook and rlimits are then the whole guard
+    (RLIMIT_NPROC=0 still blocks fork and threads for a non-root user).
   * Kernel or CPython bugs, side channels, and CPU time taken from other users by up to
     ``2 * workers`` concurrent children.  (Disk use is bounded: at most MAX_WRITE_OPENS files
     of at most ``file_mb`` MiB per job, removed with the job directory.)
-  * Without root there is no uid drop: the audit hook and rlimits are then the whole guard
-    (RLIMIT_NPROC=0 still blocks fork and threads for a non-root user).
 
-Public API (results always in input order)
--------------------------------------------
-``Result(ok, value, error)``; ``run``, ``run_many``, ``validate``, ``validate_many``,
-``validate_induction``, ``validate_induction_many``, ``check_deduction``, ``check_abduction``,
-``check_abduction_many``, ``check_induction``, ``check_induction_many``, ``check_math``,
-``extract_math_answer``, ``check_program``, ``configure``, ``shutdown``, ``Pool``.
-``Result.kind`` is the part of ``error`` before the first colon: one of syntax, banned, args,
-no_function, exception, memory, timeout, forbidden, exit, crash, output, value, nondeterministic,
-internal.
+Public API (results always in input order): ``Result(ok, value, error)`` and ``Result.kind``
+(the text of ``error`` before its first colon: syntax, banned, args, no_function, exception,
+memory, timeout, forbidden, exit, crash, output, value, nondeterministic, internal); ``Pool``;
+``run_many``, ``validate_many``, ``check_deduction``, ``check_abduction_many``,
+``check_induction_many``, ``check_program``, ``configure``, ``shutdown``; the limits and policy
+tables below (DEFAULT_TIMEOUT, BANNED_MODULES, ...).
 """
 from __future__ import annotations
 
@@ -92,14 +59,11 @@ import _thread                   # a lock without importing threading (loaded in
 import collections
 import json
 import os
-import re
 import signal
 import sys
 import time
 
-# ----------------------------------------------------------------------------------------------
-# Limits and policy tables
-# ----------------------------------------------------------------------------------------------
+# ---- Limits and policy tables ----------------------------------------------------------------
 DEFAULT_TIMEOUT = 5.0            # wall seconds per execution
 DEFAULT_MEMORY_MB = 1024         # RLIMIT_AS of each child
 DEFAULT_FILE_MB = 1              # RLIMIT_FSIZE of each child
@@ -198,9 +162,7 @@ def _fail(kind, detail):
     return Result(False, None, f"{kind}: {detail}")
 
 
-# ----------------------------------------------------------------------------------------------
-# Static filter (caller side; defence in depth)
-# ----------------------------------------------------------------------------------------------
+# ---- Static filter (caller side; defence in depth) -------------------------------------------
 def _is_dunder(name):
     return len(name) > 4 and name.startswith("__") and name.endswith("__")
 
@@ -267,17 +229,16 @@ def check_program(program):
     """
     if not isinstance(program, str):
         return f"syntax: program must be a str, got {type(program).__name__}"
-    hit = _PROGRAM_CACHE.get(program)
-    if hit is not None:
-        return hit or None
-    err = _check_program_uncached(program)
-    if len(_PROGRAM_CACHE) > 4096:          # plain dict ops: safe under the GIL from any thread
-        _PROGRAM_CACHE.clear()
-    _PROGRAM_CACHE[program] = err or ""
+    err = _PROGRAM_CACHE.get(program, False)
+    if err is False:
+        err = _check_program_text(program)
+        if len(_PROGRAM_CACHE) > 4096:      # plain dict ops: safe under the GIL from any thread
+            _PROGRAM_CACHE.clear()
+        _PROGRAM_CACHE[program] = err
     return err
 
 
-def _check_program_uncached(program):
+def _check_program_text(program):
     import ast
     if len(program) > MAX_PROGRAM_CHARS:
         return f"syntax: program longer than {MAX_PROGRAM_CHARS} characters"
@@ -303,7 +264,7 @@ def _check_program_uncached(program):
     return None
 
 
-def parse_call_args(args):
+def _parse_call_args(args):
     """Check that ``f(<args>)`` is exactly one call of ``f``; returns the ast.Call or an error str."""
     if not isinstance(args, str):
         return f"args: the input must be a str, got {type(args).__name__}"
@@ -318,13 +279,13 @@ def parse_call_args(args):
     return expr
 
 
-def check_job(program, args):
+def _check_job(program, args):
     """Static checks of a (program, args) pair; None when fine, else the error string."""
     import ast
     err = check_program(program)
     if err:
         return err
-    call = parse_call_args(args)
+    call = _parse_call_args(args)
     if isinstance(call, str):
         return call
     err = _walk_rules(call)
@@ -337,9 +298,7 @@ def check_job(program, args):
     return None
 
 
-# ----------------------------------------------------------------------------------------------
-# Child side: value check, guard, runner (run inside the forked child of a server)
-# ----------------------------------------------------------------------------------------------
+# ---- Child side: value check, guard, runner (run inside the forked child of a server) --------
 _type_name = type.__dict__["__name__"].__get__     # name of a class, bypassing metaclass tricks
 
 
@@ -411,15 +370,8 @@ class _CappedWriter:
             self._exit(EXIT_OUTPUT)
         return len(s)
 
-    def writelines(self, lines):
-        for line in lines:
-            self.write(line)
-
     def flush(self):
         pass
-
-    def isatty(self):
-        return False
 
 
 def _safe_builtins(allowed_imports, real_import):
@@ -637,30 +589,26 @@ def _child_main(job, wfd, prepared, srv):
     code = EXIT_INTERNAL
     try:
         os.setpgid(0, 0)
-        for fd in (0, 1, 2):
+        for fd in (0, 1, 2):           # never the server's protocol pipes
             os.dup2(srv.devnull, fd)
-        if wfd != 3:
-            os.dup2(wfd, 3)
+        os.dup2(wfd, 3)                # the result pipe (a no-op when it is fd 3 already)
         os.closerange(4, 65536)
-        jobdir = job["dir"]
         if srv.drop:
-            os.chown(jobdir, NOBODY, NOBODY)
-            if srv.chroot:
-                os.chroot(jobdir)
-                jobdir = "/"
-            os.chdir(jobdir)
+            os.chown(job["dir"], NOBODY, NOBODY)
+        if srv.chroot:
+            os.chroot(job["dir"])
+        os.chdir("/" if srv.chroot else job["dir"])
+        if srv.drop:                   # also: no signals to other users' processes
             os.setgroups([])
             os.setgid(NOBODY)
             os.setuid(NOBODY)
-        else:
-            os.chdir(jobdir)
         cpu = int(job["t"]) + 1
         rs, mb = srv.resource, 1 << 20
         for lim, val in ((rs.RLIMIT_AS, srv.mem_mb * mb), (rs.RLIMIT_CPU, cpu),
                          (rs.RLIMIT_FSIZE, srv.file_mb * mb), (rs.RLIMIT_NOFILE, 16),
                          (rs.RLIMIT_NPROC, 0), (rs.RLIMIT_CORE, 0)):
             rs.setrlimit(lim, (val, val + 1 if lim == rs.RLIMIT_CPU else val))
-        signal.alarm(cpu + 1)
+        signal.alarm(cpu + 1)          # dies on its own even if its server dies
         ok, value, error = _run_program(job, prepared, srv)
         report(ok, value, error)
         code = 0
@@ -678,7 +626,7 @@ def _compile_job(job):
     fork, so that children start with warm code objects (cheaper than compiling in each child)."""
     try:
         prog = compile(job["p"], SANDBOX_FILENAME, "exec", dont_inherit=True)
-        call = parse_call_args(job["a"])
+        call = _parse_call_args(job["a"])
         if type(call) is str:
             return call
         return prog, compile(_ast.Expression(call), ARGS_FILENAME, "eval", dont_inherit=True)
@@ -719,28 +667,23 @@ def _run_program(job, prepared, srv, *, _type=type, _callable=callable, _exec=ex
     return True, text, None
 
 
-# ----------------------------------------------------------------------------------------------
-# Fork server (``python -S -s -P -B -c BOOT CODE CONFIG``, see _Server.start)
-# ----------------------------------------------------------------------------------------------
+# ---- Fork server (a fresh interpreter, see _Server.start) ------------------------------------
 class _ServerState:
-    """Settings of one fork server (plain attributes; the child reads them)."""
+    """Settings of one fork server: the pool's config, then what the server found out (plain
+    attributes; the child reads them)."""
 
     def __init__(self, cfg):
         import gc
         import resource
+        self.__dict__.update(cfg)      # workers, dir, mem_mb, file_mb, max_*_chars, drop
         self.gc, self.resource = gc, resource
-        self.workers = max(1, int(cfg["workers"]))
-        self.dir = os.path.realpath(cfg["dir"])
-        self.mem_mb = int(cfg["mem_mb"])
-        self.file_mb = int(cfg["file_mb"])
-        self.max_value_chars = int(cfg["max_value_chars"])
-        self.max_output_chars = int(cfg["max_output_chars"])
-        self.drop = bool(cfg["drop"]) and os.geteuid() == 0
-        self.chroot = False
+        self.dir = os.path.realpath(self.dir)
         self.devnull = os.open(os.devnull, os.O_RDWR)
-        self.allowed_imports = ALLOWED_IMPORTS
-        self.stdlib_files = frozenset()
         self.builtins = _safe_builtins(ALLOWED_IMPORTS, __import__)
+        self.stdlib_files = _preload()
+        self.chroot, self.drop = False, self.drop and os.geteuid() == 0
+        if self.drop:
+            self.chroot, self.drop = _probe_privileges(self)
 
 
 def _preload():
@@ -863,9 +806,6 @@ def _serve(cfg):
     ``workers`` at once), answer JSON lines on stdout in completion order."""
     import selectors
     st = _ServerState(cfg)
-    st.stdlib_files = _preload()
-    if st.drop:
-        st.chroot, st.drop = _probe_privileges(st)
     sel = selectors.DefaultSelector()
     os.set_blocking(0, False)
     sel.register(0, selectors.EVENT_READ, None)
@@ -883,6 +823,17 @@ def _serve(cfg):
     _harden_server(st)
     st.gc.freeze()                   # keep the heap out of the collector: cheaper forks
 
+    def drain(buf, rfd):
+        """Read one chunk of a child's result pipe into ``buf`` (a bytearray; ``cap`` bytes are
+        kept at most): True at EOF, None when nothing is there yet, else False."""
+        try:
+            chunk = os.read(rfd, 65536)
+        except BlockingIOError:
+            return None
+        if len(buf) <= cap:
+            buf += chunk
+        return not chunk
+
     def finish(pid, timed_out):
         job, rfd, _, pidfd, nonce, buf = running.pop(pid)
         try:
@@ -897,14 +848,8 @@ def _serve(cfg):
             sel.unregister(rfd)
         except KeyError:             # already at EOF
             pass
-        while len(buf) <= cap:
-            try:
-                chunk = os.read(rfd, 65536)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            buf += chunk
+        while drain(buf, rfd) is False:
+            pass
         os.close(rfd)
         _remove_tree(job["dir"])
         if timed_out:
@@ -960,15 +905,8 @@ def _serve(cfg):
                     pending.extend(json.loads(line) for line in lines if line.strip())
                 elif type(key.data) is tuple:          # result pipe: drain it, so that a big
                     r = running.get(key.data[1])      # result cannot block the child
-                    if r is not None:
-                        try:
-                            chunk = os.read(r[1], 65536)
-                        except BlockingIOError:
-                            continue
-                        if len(r[5]) <= cap:
-                            r[5] += chunk
-                        if not chunk:
-                            sel.unregister(r[1])
+                    if r is not None and drain(r[5], r[1]):
+                        sel.unregister(r[1])
                 elif key.data in running:
                     finish(key.data, False)
             if not has_pidfd:
@@ -1004,9 +942,7 @@ def _serve_main(cfg_json):
     sys.exit(0)
 
 
-# ----------------------------------------------------------------------------------------------
-# Caller side: server processes and the pool
-# ----------------------------------------------------------------------------------------------
+# ---- Caller side: server processes and the pool ----------------------------------------------
 def _proc_sessions():
     """{pid: (ppid, session id)} of every process, read from /proc."""
     found = {}
@@ -1037,7 +973,7 @@ def _kill_session(sid):
                 pass
 
 
-def default_workers():
+def _default_workers():
     """Children per server: $ZEROPLAY_VERIFIER_WORKERS, else the CPUs this process may use."""
     env = os.environ.get("ZEROPLAY_VERIFIER_WORKERS")
     if env:
@@ -1050,7 +986,7 @@ def default_workers():
         return max(1, os.cpu_count() or 1)
 
 
-def default_tmp_dir():
+def _default_tmp_dir():
     """$ZEROPLAY_VERIFIER_TMPDIR, else /dev/shm (tmpfs) when writable, else the system temp dir."""
     env = os.environ.get("ZEROPLAY_VERIFIER_TMPDIR")
     if env:
@@ -1061,6 +997,18 @@ def default_tmp_dir():
     return tempfile.gettempdir()
 
 
+# The server execs this module's code object, compiled by the caller and marshalled to a file
+# (argv[1]): compiling ~1.5k lines in the server would leave megabytes of parser garbage in its
+# heap, which every fork then copies (.pyc files may not exist: PYTHONDONTWRITEBYTECODE).
+_BOOT = ("import sys, marshal\n"
+         "with open(sys.argv[1], 'rb') as fh: code = marshal.loads(fh.read())\n"
+         "v = type(sys)('zeroplay_verifier_server')\n"
+         "v.__file__ = code.co_filename\n"
+         "sys.modules[v.__name__] = v\n"
+         "exec(code, v.__dict__)\n"
+         "v._serve_main(sys.argv[2])\n")
+
+
 class _Server:
     """One fork-server process (fixed hash seed) and its pipes."""
 
@@ -1068,27 +1016,22 @@ class _Server:
         self.pool, self.index, self.seed = pool, index, seed
         self.proc, self.generation, self.info = None, 0, {}
 
-    def start(self):
+    def start(self, code_path):
+        """Start the process on the marshalled code in ``code_path`` (see _BOOT); wait_ready()
+        then reads its start-up report."""
         import subprocess
+        p = self.pool
         self.generation += 1
-        self.dir = os.path.join(self.pool.base_dir, f"s{self.index}-{self.generation}")
+        self.dir = os.path.join(p.base_dir, f"s{self.index}-{self.generation}")
         os.mkdir(self.dir, 0o711)
-        cfg = {"workers": self.pool.workers, "dir": self.dir, "mem_mb": self.pool.memory_mb,
-               "file_mb": self.pool.file_mb, "max_value_chars": self.pool.max_value_chars,
-               "max_output_chars": self.pool.max_output_chars, "drop": self.pool.drop_privileges}
-        # The server execs this module's code object, compiled here and marshalled: compiling
-        # ~2k lines in the server would leave megabytes of parser garbage in its heap, which
-        # every fork then copies (.pyc files may not exist: PYTHONDONTWRITEBYTECODE).
-        boot = ("import sys, marshal\n"
-                "with open(sys.argv[1], 'rb') as fh: code = marshal.loads(fh.read())\n"
-                "v = type(sys)('zeroplay_verifier_server')\n"
-                "v.__file__ = code.co_filename\n"
-                "sys.modules[v.__name__] = v\n"
-                "exec(code, v.__dict__)\n"
-                "v._serve_main(sys.argv[2])\n")
+        cfg = {"workers": p.workers, "dir": self.dir, "mem_mb": p.memory_mb, "file_mb": p.file_mb,
+               "max_value_chars": p.max_value_chars, "max_output_chars": p.max_output_chars,
+               "drop": p.drop_privileges}
+        # Not -I: it implies -E, which ignores PYTHONHASHSEED.  -S: no site (its .pth files would
+        # import ~100 modules, random and time among them, into every sandbox); -s: no user
+        # site; -P: neither script directory nor cwd on sys.path; -B: no .pyc files.
         self.proc = subprocess.Popen(
-            [self.pool.python, "-S", "-s", "-P", "-B", "-c", boot, self.pool.code_path,
-             json.dumps(cfg)],
+            [p.python, "-S", "-s", "-P", "-B", "-c", _BOOT, code_path, json.dumps(cfg)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={"PYTHONHASHSEED": str(self.seed)},
             cwd=self.dir, start_new_session=True, close_fds=True)
         self.buf = b""
@@ -1101,15 +1044,12 @@ class _Server:
             sel.register(fd, selectors.EVENT_READ)
             while b"\n" not in self.buf:
                 left = deadline - time.monotonic()
-                if left <= 0 or not sel.select(left):
-                    self.kill()
-                    raise RuntimeError("verifier: sandbox server did not start within "
-                                       f"{timeout:.0f} s")
-                chunk = os.read(fd, 65536)
+                chunk = os.read(fd, 65536) if left > 0 and sel.select(left) else None
                 if not chunk:
-                    self.kill()
-                    raise RuntimeError("verifier: sandbox server exited during start-up "
-                                       "(see its stderr above)")
+                    self.stop()
+                    why = (f"did not start within {timeout:.0f} s" if chunk is None
+                           else "exited during start-up (see its stderr above)")
+                    raise RuntimeError(f"verifier: sandbox server {why}")
                 self.buf += chunk
         line, self.buf = self.buf.split(b"\n", 1)
         self.info = json.loads(line)
@@ -1119,43 +1059,28 @@ class _Server:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def kill(self):
-        """Stop the server hard, kill its session's leftovers, remove its directory."""
-        if self.proc is None:
+    def stop(self, grace=0.0):
+        """EOF on the server's stdin (it then kills its children and exits), ``grace`` seconds
+        for that, then SIGKILL; kill what is left in its session, remove its directory."""
+        proc, self.proc = self.proc, None
+        if proc is None:
             return
         try:
-            self.proc.kill()
-        except OSError:
+            proc.stdin.close()
+            proc.wait(grace)
+        except Exception:            # OSError (broken pipe), subprocess.TimeoutExpired
             pass
         try:
-            self.proc.wait(5)
+            proc.kill()
+            proc.wait(5)
         except Exception:
             pass
-        _kill_session(self.proc.pid)
-        self._close_pipes()
+        _kill_session(proc.pid)
+        try:
+            proc.stdout.close()
+        except OSError:
+            pass
         _remove_tree(self.dir)
-        self.proc = None
-
-    def close(self, timeout=3.0):
-        """Ask the server to exit (EOF on stdin), then make sure it and its children are gone."""
-        if self.proc is None:
-            return
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout)
-        except Exception:
-            pass
-        self.kill()
-
-    def _close_pipes(self):
-        for f in (self.proc.stdin, self.proc.stdout):
-            try:
-                f.close()
-            except OSError:
-                pass
 
 
 class Pool:
@@ -1175,18 +1100,16 @@ class Pool:
                  python=None, tmp_dir=None):
         if workers is not None and int(workers) < 1:
             raise ValueError(f"verifier: workers must be >= 1, got {workers}")
-        if timeout <= 0:
-            raise ValueError(f"verifier: timeout must be > 0, got {timeout}")
         if len(hash_seeds) != 2 or hash_seeds[0] == hash_seeds[1]:
             raise ValueError(f"verifier: need two different hash seeds, got {hash_seeds}")
-        self.workers = int(workers) if workers else default_workers()
-        self.timeout = float(timeout)
+        self.workers = int(workers) if workers else _default_workers()
+        self.timeout = _check_timeout(timeout)
         self.memory_mb, self.file_mb = int(memory_mb), int(file_mb)
         self.max_value_chars, self.max_output_chars = int(max_value_chars), int(max_output_chars)
         self.drop_privileges = (os.geteuid() == 0) if drop_privileges is None else bool(drop_privileges)
         self.hash_seeds = tuple(int(s) for s in hash_seeds)
         self.python = python or sys.executable
-        self.tmp_dir = tmp_dir or default_tmp_dir()
+        self.tmp_dir = tmp_dir or _default_tmp_dir()
         if not self.python:
             raise RuntimeError("verifier: sys.executable is empty; pass python=<interpreter path>")
         self.base_dir = None
@@ -1194,7 +1117,6 @@ class Pool:
         self._owner = os.getpid()
         self._lock = _thread.allocate_lock()
         self._next_id = 0
-        self.respawns = 0
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self):
@@ -1212,78 +1134,49 @@ class Pool:
             self.base_dir = tempfile.mkdtemp(prefix="zeroplay-verifier-", dir=self.tmp_dir)
             os.chmod(self.base_dir, 0o711)
             self._servers = [_Server(self, i, s) for i, s in enumerate(self.hash_seeds)]
-            self._write_code()
-            try:
-                for s in self._servers:
-                    s.start()
-                for s in self._servers:
-                    s.wait_ready()
-            finally:
-                os.unlink(self.code_path)
-            _LIVE_POOLS.append(self)
-            if not _ATEXIT[0]:
-                atexit.register(_close_all)
-                _ATEXIT[0] = True
-        for s in self._servers:
-            if not s.alive():
-                self._respawn(s)
+            atexit.register(self.close)
+        dead = [s for s in self._servers if not s.alive()]
+        if dead:
+            self._boot(dead)
 
-    def _write_code(self):
-        """This module's code object, marshalled for the servers' boot line (removed once they
-        have read it, so a killed caller leaves nothing behind: servers remove their dirs)."""
+    def _boot(self, servers):
+        """(Re)start servers: stop what is left of each, then start them on this module's code.
+        The code file is removed once they have read it, so a killed caller leaves nothing
+        behind (servers remove their own directories)."""
         import marshal
-        self.code_path = os.path.join(self.base_dir, "server.marshal")
-        with open(os.path.abspath(__file__), encoding="utf-8") as fh:
-            code = compile(fh.read(), os.path.abspath(__file__), "exec", dont_inherit=True)
-        fd = os.open(self.code_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        path, code_path = os.path.abspath(__file__), os.path.join(self.base_dir, "server.marshal")
+        with open(path, encoding="utf-8") as fh:
+            code = compile(fh.read(), path, "exec", dont_inherit=True)
+        fd = os.open(code_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(marshal.dumps(code))
-
-    def _respawn(self, server):
-        server.kill()
-        self._write_code()
         try:
-            server.start()
-            server.wait_ready()
+            for s in servers:
+                s.stop()
+                s.start(code_path)
+            for s in servers:
+                s.wait_ready()
         finally:
-            os.unlink(self.code_path)
-        self.respawns += 1
+            os.unlink(code_path)
 
     def close(self):
         """Stop the servers, kill any leftover process, remove the temporary directories."""
+        import atexit
+        atexit.unregister(self.close)
         if self._servers is None or self._owner != os.getpid():
             self._servers = None
             return
         with self._lock:
             for s in self._servers:
-                s.close()
+                s.stop(grace=3.0)
             self._servers = None
             _remove_tree(self.base_dir)
-        if self in _LIVE_POOLS:
-            _LIVE_POOLS.remove(self)
 
     def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc):
         self.close()
-
-    def server_pids(self):
-        """Process ids of the running servers (starts them if needed)."""
-        self.start()
-        return [s.proc.pid for s in self._servers]
-
-    def server_info(self):
-        """The servers' start-up reports: pid, drop (uid 65534), chroot."""
-        self.start()
-        return [dict(s.info) for s in self._servers]
-
-    def leftover_processes(self):
-        """Processes in the servers' sessions other than the servers (should be [] when idle)."""
-        if not self._servers:
-            return []
-        sids = {s.proc.pid for s in self._servers if s.proc}
-        return sorted(p for p, (_, sid) in _proc_sessions().items() if sid in sids and p not in sids)
 
     # -- execution ---------------------------------------------------------------------------
     def _execute(self, tasks):
@@ -1315,7 +1208,7 @@ class Pool:
                 lost = list(per[si].values())
                 per[si].clear()
                 outbuf[si].clear()
-                self._respawn(self._servers[si])
+                self._boot([self._servers[si]])
                 for k in lost:
                     tries[k] += 1
                     if tries[k] > 1:
@@ -1371,63 +1264,57 @@ class Pool:
                         server_failed(si, "stopped responding")
         return results
 
-    def _route(self, program, args):
+    def _dispatch(self, jobs, timeout, both):
+        """Static filter, then execution of the jobs that pass it: on both servers when ``both``,
+        else on one chosen by a checksum of the job (same job, same hash seed).  Per job, in
+        order: the filter's failure Result, or the list of its execution Results."""
         import zlib
-        return zlib.crc32(f"{program}\0{args}".encode("utf-8", "surrogatepass")) % 2
-
-    def _timeout(self, timeout):
-        timeout = self.timeout if timeout is None else float(timeout)
-        if not 0 < timeout <= 3600:
-            raise ValueError(f"verifier: timeout must be in (0, 3600] seconds, got {timeout}")
-        return timeout
-
-    def run_many(self, jobs, timeout=None, *, unsafe_skip_filter=False):
-        """Execute ``f(<args>)`` for each (program, args) once; list[Result] in order.
-
-        Each job goes to one server, chosen by a checksum of the job (same job, same hash seed).
-        ``unsafe_skip_filter`` (tests only) skips the static filter to exercise the run-time guard.
-        """
-        timeout = self._timeout(timeout)
-        jobs = _as_jobs(jobs)
-        results, tasks, where = [None] * len(jobs), [], []
-        for k, (program, args) in enumerate(jobs):
-            err = None if unsafe_skip_filter else check_job(program, args)
+        timeout = self.timeout if timeout is None else _check_timeout(timeout)
+        out, tasks = [], []
+        for program, args in _as_jobs(jobs):
+            err = _check_job(program, args)
             if err:
-                results[k] = Result(False, None, err)
-            else:
-                tasks.append((self._route(program, args), program, args, timeout))
-                where.append(k)
-        for k, r in zip(where, self._execute(tasks)):
-            results[k] = r
-        return results
+                out.append(Result(False, None, err))
+                continue
+            key = f"{program}\0{args}".encode("utf-8", "surrogatepass")
+            servers = (0, 1) if both else (zlib.crc32(key) % 2,)
+            out.append(len(servers))
+            tasks += [(si, program, args, timeout) for si in servers]
+        raw = iter(self._execute(tasks))
+        return [r if isinstance(r, Result) else [next(raw) for _ in range(r)] for r in out]
 
-    def validate_many(self, jobs, timeout=None, *, unsafe_skip_filter=False):
+    def run_many(self, jobs, timeout=None):
+        """Execute ``f(<args>)`` for each (program, args) once; list[Result] in order."""
+        return [r if isinstance(r, Result) else r[0] for r in self._dispatch(jobs, timeout, False)]
+
+    def validate_many(self, jobs, timeout=None):
         """Validate each (program, args): filter, then one execution on each server (different
-        hash seeds); ok with the gold output repr when both succeed with identical reprs."""
-        timeout = self._timeout(timeout)
-        jobs = _as_jobs(jobs)
-        results, tasks, where = [None] * len(jobs), [], []
-        for k, (program, args) in enumerate(jobs):
-            err = None if unsafe_skip_filter else check_job(program, args)
-            if err:
-                results[k] = Result(False, None, err)
-            else:
-                tasks += [(0, program, args, timeout), (1, program, args, timeout)]
-                where.append(k)
-        raw = self._execute(tasks)
-        for j, k in enumerate(where):
-            a, b = raw[2 * j], raw[2 * j + 1]
-            if not a.ok:
-                results[k] = a
-            elif not b.ok:
-                results[k] = b
-            elif a.value != b.value:
-                results[k] = _fail("nondeterministic", "outputs differ between two executions "
-                                   f"(hash seeds {self.hash_seeds[0]} and {self.hash_seeds[1]}): "
-                                   f"{_short(a.value)} vs {_short(b.value)}")
-            else:
-                results[k] = a
+        hash seeds).  Ok when both succeed with the same value: equal reprs, or reprs that parse
+        back (ast.literal_eval) to ``==`` values; the value is then the first server's repr (the
+        gold output).  Otherwise the failed execution's Result (the first server's when both
+        failed), or "nondeterministic"."""
+        results = []
+        for r in self._dispatch(jobs, timeout, True):
+            if isinstance(r, list):
+                a, b = r
+                # Judged on values: a set, or a dict built from one, lists the same items in
+                # another order under another hash seed.  list(set(...)), id() and hash() values
+                # really differ and stay rejected.
+                if a.ok and b.ok and a.value != b.value and not _same_value(
+                        _literal(a.value), _literal(b.value)):
+                    r = _fail("nondeterministic", "outputs differ between two executions "
+                              f"(hash seeds {self.hash_seeds[0]} and {self.hash_seeds[1]}): "
+                              f"{_short(a.value)} vs {_short(b.value)}")
+                else:
+                    r = b if a.ok and not b.ok else a
+            results.append(r)
         return results
+
+
+def _check_timeout(timeout):
+    if not 0 < float(timeout) <= 3600:
+        raise ValueError(f"verifier: timeout must be in (0, 3600] seconds, got {timeout}")
+    return float(timeout)
 
 
 def _short(text, n=60):
@@ -1443,20 +1330,7 @@ def _as_jobs(jobs):
     return out
 
 
-_LIVE_POOLS = []
-_ATEXIT = [False]
 _DEFAULT = {"pool": None, "config": {}, "lock": _thread.allocate_lock()}
-
-
-def _close_all():
-    for p in list(_LIVE_POOLS):
-        try:
-            p.close()
-        except Exception:
-            pass
-    w = _SYMPY.get("worker")
-    if w is not None:
-        w.close()
 
 
 def configure(**kwargs):
@@ -1475,7 +1349,7 @@ def shutdown():
         pool.close()
 
 
-def default_pool():
+def _default_pool():
     """The module-level pool used by the functions below (created lazily)."""
     with _DEFAULT["lock"]:
         if _DEFAULT["pool"] is None:
@@ -1483,50 +1357,26 @@ def default_pool():
         return _DEFAULT["pool"]
 
 
-# ----------------------------------------------------------------------------------------------
-# Public API: execution and validation
-# ----------------------------------------------------------------------------------------------
-def run(program, args, timeout=None):
-    """Execute ``f(<args>)`` once in the sandbox -> Result(ok, repr(value), error)."""
-    return default_pool().run_many([(program, args)], timeout)[0]
-
-
+# ---- Public API: execution and validation ----------------------------------------------------
 def run_many(jobs, timeout=None):
-    """``run`` for a list of (program, args); results in order, executed in parallel."""
-    return default_pool().run_many(jobs, timeout)
+    """Execute ``f(<args>)`` once in the sandbox for each (program, args); list[Result] in order,
+    executed in parallel (``Result.value`` is the repr of the return value)."""
+    return _default_pool().run_many(jobs, timeout)
 
 
-def validate(program, args, timeout=None):
-    """Validate a proposed (program, input) (AZR sec. 3.2): filter, then two executions with
-    different hash seeds whose reprs must agree.  ok -> value is the gold output repr.
+def validate_many(jobs, timeout=None):
+    """Validate proposed (program, input) pairs (AZR sec. 3.2): filter, then two executions with
+    different hash seeds whose values must be ``==`` (compared as parsed-back reprs, so a set
+    printed in another order agrees); list[Result] in order, ok -> value is the gold output repr
+    (the first execution's).
 
     Deviations from the AZR code: AZR calls f twice in one process and compares with ``!=`` (which
     misses hash-seed and id() non-determinism); AZR truncates outputs to 400 characters, we reject
     values whose repr exceeds ``max_value_chars`` and values that are not Python literals."""
-    return default_pool().validate_many([(program, args)], timeout)[0]
+    return _default_pool().validate_many(jobs, timeout)
 
 
-def validate_many(jobs, timeout=None):
-    """``validate`` for a list of (program, args); results in order."""
-    return default_pool().validate_many(jobs, timeout)
-
-
-def validate_induction(program, inputs, timeout=None):
-    """Validate an induction proposal: one Result per input (each validated as above).
-    The proposal is usable when every result is ok (callers may also drop failed inputs)."""
-    return validate_induction_many([(program, inputs)], timeout)[0]
-
-
-def validate_induction_many(jobs, timeout=None):
-    """``validate_induction`` for a list of (program, inputs): list[list[Result]], in order."""
-    flat = [(program, a) for program, inputs in jobs for a in inputs]
-    res = iter(validate_many(flat, timeout))
-    return [[next(res) for _ in inputs] for _, inputs in jobs]
-
-
-# ----------------------------------------------------------------------------------------------
-# AZR checks (Absolute Zero, sec. 3.2-3.3)
-# ----------------------------------------------------------------------------------------------
+# ---- AZR checks (Absolute Zero, sec. 3.2-3.3) ------------------------------------------------
 _NOT_LITERAL = object()
 
 
@@ -1561,369 +1411,21 @@ def check_deduction(gold_output, answer):
     return _same_value(_literal(gold_output), _literal(answer))
 
 
-def check_abduction(program, gold_output, answer_args, timeout=None):
-    """Abduction: ``f(<answer_args>)`` run in the sandbox equals the gold output (any input that
-    produces it is correct)."""
-    return check_abduction_many([(program, gold_output, answer_args)], timeout)[0]
-
-
 def check_abduction_many(jobs, timeout=None):
-    """``check_abduction`` for a list of (program, gold_output, answer_args); bools in order."""
+    """Abduction: for each (program, gold_output, answer_args), ``f(<answer_args>)`` run in the
+    sandbox equals the gold output as in check_deduction (any input that produces it is correct);
+    bools in order."""
     jobs = list(jobs)
     res = run_many([(p, a) for p, _, a in jobs], timeout)
     return [r.ok and _same_value(_literal(r.value), _literal(g)) for r, (_, g, _) in zip(res, jobs)]
 
 
-def check_induction(candidate_program, pairs, timeout=None):
-    """Induction (AZR sec. 3.3, binary reward): the candidate program reproduces every held-out
-    (args, output) pair, each run in the sandbox and compared as in check_abduction."""
-    return check_induction_many([(candidate_program, pairs)], timeout)[0]
-
-
 def check_induction_many(jobs, timeout=None):
-    """``check_induction`` for a list of (candidate_program, pairs); bools in order."""
+    """Induction (AZR sec. 3.3, binary reward): for each (candidate_program, pairs), the candidate
+    reproduces every held-out (args, output) pair, each checked as in check_abduction_many; bools
+    in order (False for no pairs)."""
     jobs = [(p, list(pairs)) for p, pairs in jobs]
     flat = [(p, out, a) for p, pairs in jobs for a, out in pairs]
     ok = iter(check_abduction_many(flat, timeout))
     return [bool(pairs) and all([next(ok) for _ in pairs]) for _, pairs in jobs]
 
-
-# ----------------------------------------------------------------------------------------------
-# Math answers (RLVR and evaluation)
-# ----------------------------------------------------------------------------------------------
-_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.S)
-
-
-def _last_braced(text, command):
-    """Content of the last ``\\command{...}`` with balanced braces, or None."""
-    start = text.rfind(command)
-    while start != -1:
-        i = start + len(command)
-        while i < len(text) and text[i] == " ":
-            i += 1
-        if i < len(text) and text[i] == "{":
-            depth, j = 0, i
-            while j < len(text):
-                if text[j] == "{":
-                    depth += 1
-                elif text[j] == "}":
-                    depth -= 1
-                    if depth == 0:
-                        return text[i + 1:j]
-                j += 1
-        start = text.rfind(command, 0, start)
-    return None
-
-
-def extract_math_answer(response):
-    """The final answer of a response: the last ``<answer>...</answer>`` (a ``\\boxed{}`` inside it
-    wins), else the last balanced ``\\boxed{...}``; None when there is neither."""
-    if not isinstance(response, str):
-        return None
-    found = _ANSWER_RE.findall(response)
-    if found:
-        inner = found[-1]
-        boxed = _last_braced(inner, "\\boxed")
-        return (boxed if boxed is not None else inner).strip()
-    boxed = _last_braced(response, "\\boxed")
-    return None if boxed is None else boxed.strip()
-
-
-def _gold_text(gold):
-    """Gold answer as text: numbers as is; GSM8K ``... #### 1,234`` -> after the last ####;
-    ``\\boxed`` / ``<answer>`` extracted."""
-    if isinstance(gold, bool):
-        return str(gold)
-    if isinstance(gold, (int, float)):
-        return repr(gold)
-    text = str(gold)
-    if "####" in text:
-        return text.rsplit("####", 1)[1].strip()
-    ext = extract_math_answer(text)
-    return text.strip() if ext is None else ext
-
-
-def _replace_frac(s):
-    """``\\frac{a}{b}`` -> ``(a)/(b)`` (balanced, nested) and ``\\frac12`` -> ``(1)/(2)``."""
-    s = re.sub(r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}", s)
-    for _ in range(20):
-        i = s.find("\\frac")
-        if i == -1:
-            break
-        parts, j = [], i + 5
-        for _k in range(2):
-            while j < len(s) and s[j] == " ":
-                j += 1
-            if j >= len(s) or s[j] != "{":
-                return s
-            depth, k = 0, j
-            while k < len(s):
-                depth += (s[k] == "{") - (s[k] == "}")
-                if depth == 0:
-                    break
-                k += 1
-            parts.append(s[j + 1:k])
-            j = k + 1
-        s = s[:i] + f"({parts[0]})/({parts[1]})" + s[j:]
-    return s
-
-
-_UNIT_TAIL = re.compile(r"^(.*?\d)\s+(?:[a-zA-Z]+\.?\s*)+$")   # "5 dollars" (space: not "2x")
-
-
-def normalize_math(text):
-    """Canonical text of a math answer: drop $, \\( \\), \\left/\\right, spacing commands,
-    \\text{..} units, degrees, %, trailing units/words, a leading ``x =``, thousands separators;
-    \\dfrac/\\tfrac -> \\frac -> (a)/(b); remove whitespace."""
-    s = str(text).strip()
-    for a, b in (("\\[", "\\]"), ("\\(", "\\)")):
-        if s.startswith(a) and s.endswith(b):
-            s = s[2:-2]
-    s = s.strip().strip("$").strip()
-    for tok in ("\\displaystyle", "\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "\\ ", "~"):
-        s = s.replace(tok, " " if tok == "\\ " else "")
-    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\$", "")
-    s = re.sub(r"\\sqrt\s*(\d)", r"\\sqrt{\1}", s)
-    s = re.sub(r"\\(?:text|textbf|mathrm|mbox|textrm)\s*\{([^{}]*)\}", r" \1 ", s)
-    s = re.sub(r"\^\s*\{?\\circ\}?|°", "", s)
-    s = s.replace("\\%", "").replace("%", "").replace("$", "")
-    s = s.strip().rstrip(".").strip()
-    m = re.match(r"^[a-zA-Z]\w*\s*=\s*(.+)$", s)
-    if m:
-        s = m.group(1).strip()
-    m = _UNIT_TAIL.match(s)
-    if m and re.fullmatch(r"[-+]?[\d,]*\.?\d+", m.group(1).strip()):
-        s = m.group(1)
-    s = "".join(s.split())
-    while len(s) >= 2 and s[0] == "{" and s[-1] == "}" and _last_braced("\\x" + s, "\\x") == s[1:-1]:
-        s = s[1:-1]
-    if re.fullmatch(r"[-+]?\d{1,3}(,\d{3})+(\.\d+)?", s):
-        s = s.replace(",", "")
-    return _replace_frac(s)
-
-
-def _to_number(s):
-    """Exact value (Fraction) of a normalised numeric answer -- ints, decimals, scientific,
-    a/b, (a)/(b), signs, and + - * / ** of those -- else None.  A tiny AST evaluator, no eval."""
-    import ast
-    from fractions import Fraction
-    if not s or len(s) > 200:
-        return None
-    try:
-        tree = ast.parse(s.replace("^", "**"), mode="eval").body
-    except (SyntaxError, ValueError, MemoryError, RecursionError):
-        return None
-
-    def ev(n):
-        if isinstance(n, ast.Constant) and type(n.value) in (int, float):
-            return Fraction(repr(n.value)) if isinstance(n.value, float) else Fraction(n.value)
-        if isinstance(n, ast.UnaryOp) and isinstance(n.op, (ast.USub, ast.UAdd)):
-            v = ev(n.operand)
-            return -v if isinstance(n.op, ast.USub) else v
-        if isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)):
-            a, b = ev(n.left), ev(n.right)
-            if isinstance(n.op, ast.Add):
-                return a + b
-            if isinstance(n.op, ast.Sub):
-                return a - b
-            if isinstance(n.op, ast.Mult):
-                return a * b
-            if isinstance(n.op, ast.Div):
-                if b == 0:
-                    raise ZeroDivisionError
-                return a / b
-            if b.denominator != 1 or abs(b) > 64 or abs(a) > 10**6:
-                raise ValueError("exponent too large")
-            return a ** int(b)
-        raise ValueError("not numeric")
-
-    try:
-        return ev(tree)
-    except (ValueError, ZeroDivisionError, RecursionError, OverflowError):
-        return None
-
-
-def _numbers_equal(a, b):
-    """Exact for integers; otherwise |a-b| <= 1e-6 * max(1, |a|, |b|) (rounded decimals)."""
-    if a == b:
-        return True
-    if a.denominator == 1 and b.denominator == 1:
-        return False
-    return abs(a - b) <= max(1, abs(a), abs(b)) * 1e-6
-
-
-def check_math(response, gold, sympy_timeout=5.0):
-    """RLVR reward check: the extracted final answer equals ``gold`` (str or number).
-
-    Extract (last <answer>, else last \\boxed), normalise both sides, compare numerically
-    (exact rationals); if that cannot decide, compare element-wise for tuples, then try sympy
-    equivalence in a helper process with a hard time limit ``sympy_timeout`` (0 disables it).
-    """
-    ans = extract_math_answer(response)
-    if ans is None or not ans.strip():
-        return False
-    return _math_equal(normalize_math(ans), normalize_math(_gold_text(gold)), sympy_timeout)
-
-
-def _math_equal(a, b, sympy_timeout, depth=0):
-    if not a or not b:
-        return False
-    if a == b:
-        return True
-    na, nb = _to_number(a), _to_number(b)
-    if na is not None and nb is not None:
-        return _numbers_equal(na, nb)
-    ta, tb = _split_tuple(a), _split_tuple(b)
-    if depth == 0 and ta and tb:
-        return len(ta) == len(tb) and all(_math_equal(x, y, sympy_timeout, 1) for x, y in zip(ta, tb))
-    if sympy_timeout and sympy_timeout > 0:
-        return _sympy_equal(a, b, sympy_timeout)
-    return False
-
-
-def _split_tuple(s):
-    """Top-level comma-separated items of ``(a,b)`` / ``[a,b]`` / ``a,b``, or None."""
-    if len(s) >= 2 and s[0] in "([" and s[-1] in ")]":
-        s = s[1:-1]
-    items, depth, cur = [], 0, ""
-    for ch in s:
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        if ch == "," and depth == 0:
-            items.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    items.append(cur)
-    return items if len(items) > 1 and all(items) else None
-
-
-_SYMPY_NAMES = {"sqrt", "pi", "oo", "log", "exp", "sin", "cos", "tan", "E", "I"}
-
-
-def _to_sympy_syntax(s):
-    """LaTeX-ish normalised answer -> sympy ``parse_expr`` text, or None when it holds anything
-    outside a small whitelist (parse_expr evaluates Python, so only safe tokens pass)."""
-    s = re.sub(r"\\sqrt\s*(\d)", r"\\sqrt{\1}", s)
-    s = re.sub(r"\\sqrt\[([^\]]+)\]\{", r"\\nthroot{\1}{", s)
-    rep = (("\\cdot", "*"), ("\\times", "*"), ("\\div", "/"), ("\\pi", " pi "), ("\\infty", " oo "),
-           ("\\ln", " log "), ("\\log", " log "), ("\\exp", " exp "), ("\\sin", " sin "),
-           ("\\cos", " cos "), ("\\tan", " tan "), ("\\sqrt", " sqrt "), ("^", "**"))
-    for a, b in rep:
-        s = s.replace(a, b)
-    s = re.sub(r"\\nthroot\{([^{}]*)\}\{([^{}]*)\}", r"((\2)**(1/(\1)))", s)
-    s = s.replace("{", "(").replace("}", ")")
-    if "\\" in s or len(s) > 300 or not re.fullmatch(r"[\w\s+\-*/().,]*", s):
-        return None
-    for name in re.findall(r"[A-Za-z_]\w*", s):
-        if name not in _SYMPY_NAMES and not re.fullmatch(r"[a-zA-Z]", name):
-            return None
-    return s
-
-
-_SYMPY_WORKER = r"""
-import json, resource, signal, sys
-resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
-import sympy
-from sympy.parsing.sympy_parser import (parse_expr, standard_transformations,
-    implicit_multiplication_application, convert_xor)
-T = standard_transformations + (implicit_multiplication_application, convert_xor)
-def on_alarm(*_): raise TimeoutError
-signal.signal(signal.SIGALRM, on_alarm)
-print(json.dumps({"ready": True}), flush=True)
-for line in sys.stdin:
-    req = json.loads(line)
-    ok = False
-    signal.setitimer(signal.ITIMER_REAL, req["t"])
-    try:
-        a = parse_expr(req["a"], transformations=T, evaluate=True)
-        b = parse_expr(req["b"], transformations=T, evaluate=True)
-        if isinstance(a, tuple) or isinstance(b, tuple):
-            ok = a == b
-        else:
-            ok = bool(a == b) or sympy.simplify(a - b) == 0
-    except BaseException:
-        ok = False
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-    print(json.dumps({"ok": bool(ok)}), flush=True)
-"""
-_SYMPY = {"worker": None, "lock": _thread.allocate_lock()}
-
-
-class _SympyWorker:
-    """A persistent ``python -I`` process that imports sympy once and answers equivalence
-    queries; the caller kills it when a query runs past its time limit."""
-
-    def __init__(self):
-        import subprocess
-        self.proc = subprocess.Popen([sys.executable, "-I", "-c", _SYMPY_WORKER],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-        if self._readline(120.0) is None:
-            self.close()
-            raise RuntimeError("sympy worker failed to start")
-
-    def _readline(self, timeout):
-        import selectors
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            if not sel.select(timeout):
-                return None
-        line = self.proc.stdout.readline()
-        return json.loads(line) if line else None
-
-    def equal(self, a, b, timeout):
-        self.proc.stdin.write((json.dumps({"a": a, "b": b, "t": timeout}) + "\n").encode())
-        self.proc.stdin.flush()
-        reply = self._readline(timeout + 2.0)
-        if reply is None:
-            raise TimeoutError
-        return bool(reply["ok"])
-
-    def close(self):
-        try:
-            self.proc.kill()
-            self.proc.wait(5)
-        except Exception:
-            pass
-
-
-def _sympy_equal(a, b, timeout):
-    """Symbolic equivalence of two normalised answers, or False on timeout/failure/unsafe text."""
-    sa, sb = _to_sympy_syntax(a), _to_sympy_syntax(b)
-    if sa is None or sb is None:
-        return False
-    if "".join(sa.split()) == "".join(sb.split()):
-        return True
-    with _SYMPY["lock"]:
-        w = _SYMPY["worker"]
-        try:
-            if w is None or w.proc.poll() is not None:
-                w = _SYMPY["worker"] = _SympyWorker()
-                if not _ATEXIT[0]:
-                    import atexit
-                    atexit.register(_close_all)
-                    _ATEXIT[0] = True
-            return w.equal(sa, sb, float(timeout))
-        except (TimeoutError, OSError, ValueError, RuntimeError):
-            if w is not None:           # killed: a pathological query cannot block the next one
-                w.close()
-            _SYMPY["worker"] = None
-            return False
-
-
-# ----------------------------------------------------------------------------------------------
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["--serve"]:
-        _serve_main(sys.argv[2])
-    import argparse
-    ap = argparse.ArgumentParser(description="Validate one (program, input) in the sandbox: "
-                                 "python verifier.py --program 'def f(x): return x*2' --input '21'")
-    ap.add_argument("--program", required=True, help="program text defining f")
-    ap.add_argument("--input", required=True, help="argument text, as in f(<input>)")
-    ap.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="wall seconds per run")
-    ns = ap.parse_args()
-    print(validate(ns.program, ns.input, ns.timeout))

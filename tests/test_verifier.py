@@ -1,5 +1,6 @@
 """Tests of verifier.py: the static filter, the sandbox against hostile programs (with and without
-the static filter, with and without the uid drop), the AZR checks and the math check."""
+the static filter, with and without the uid drop) and the AZR checks."""
+import contextlib
 import os
 import signal
 import subprocess
@@ -20,8 +21,32 @@ BYPASS = "import contextlib, typing\nos = contextlib.os\nsys = typing.sys\n"   #
 
 
 # ----------------------------------------------------------------------------------------------
-# fixtures
+# fixtures and helpers
 # ----------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def no_filter():
+    """The static filter switched off (every job passes it), to exercise the run-time guard."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(V, "_check_job", lambda program, args: None)
+        yield
+
+
+def server_pids(p):
+    """Process ids of a started pool's two servers."""
+    return [s.proc.pid for s in p._servers]
+
+
+def respawns(p):
+    """How often the pool's servers were restarted after their first start."""
+    return sum(s.generation - 1 for s in p._servers)
+
+
+def leftover_processes(p):
+    """Processes in the pool's server sessions other than the servers (should be [] when idle)."""
+    sids = set(server_pids(p))
+    return sorted(q for q, (_, sid) in V._proc_sessions().items() if sid in sids and q not in sids)
+
+
 @pytest.fixture(scope="module")
 def victim(tmp_path_factory):
     """A world-writable directory holding one file, which programs try to write into/delete."""
@@ -217,7 +242,8 @@ def _run_hostile(p, victim):
     unsafe = [(c[1], c[2]) for c in cases if c[4]]
     t0 = time.monotonic()
     res = iter(p.validate_many(plain, timeout=2.0))
-    res_u = iter(p.validate_many(unsafe, timeout=2.0, unsafe_skip_filter=True))
+    with no_filter():
+        res_u = iter(p.validate_many(unsafe, timeout=2.0))
     out = {c[0]: (next(res_u) if c[4] else next(res)) for c in cases}
     return out, time.monotonic() - t0
 
@@ -225,7 +251,7 @@ def _run_hostile(p, victim):
 @pytest.fixture(scope="module")
 def hostile_results(pool, guard_pool, victim):
     """Every hostile program through both pools; then the state checks run once."""
-    pids = {"pool": pool.server_pids(), "guard": guard_pool.server_pids()}
+    pids = {"pool": server_pids(pool), "guard": server_pids(guard_pool)}
     out = {"pool": _run_hostile(pool, victim)[0]}
     if ROOT_USER:
         out["guard"] = _run_hostile(guard_pool, victim)[0]
@@ -261,12 +287,12 @@ OK_VALUES = {"g_write_inside_job_dir": "'hi'", "g_patch_builtins": "[7]", "g_pat
 def test_hostile_batch_leaves_no_trace(hostile_results, pool, guard_pool, victim):
     _, pids = hostile_results
     # the test process and the servers survived (no respawn needed), nothing left running
-    assert pool.server_pids() == pids["pool"] and guard_pool.server_pids() == pids["guard"]
-    assert pool.respawns == 0 and guard_pool.respawns == 0
+    assert server_pids(pool) == pids["pool"] and server_pids(guard_pool) == pids["guard"]
+    assert respawns(pool) == 0 and respawns(guard_pool) == 0
     for p in (pool, guard_pool):
-        for pid in p.server_pids():
+        for pid in server_pids(p):
             assert V._proc_sessions()[pid][0] == os.getpid()
-        assert p.leftover_processes() == []
+        assert leftover_processes(p) == []
         # every job directory was removed; only the (empty) server directories remain
         for d in os.listdir(p.base_dir):
             if os.path.isdir(os.path.join(p.base_dir, d)):
@@ -284,7 +310,8 @@ def test_environment_is_not_leaked(pool):
     os.environ["ZEROPLAY_SECRET_TEST"] = "s3cret"
     try:
         p = V.Pool(workers=1)
-        r = p.run_many([(BYPASS + "def f(x):\n    return sorted(os.environ)", "1")], unsafe_skip_filter=True)[0]
+        with no_filter():
+            r = p.run_many([(BYPASS + "def f(x):\n    return sorted(os.environ)", "1")])[0]
         p.close()
     finally:
         del os.environ["ZEROPLAY_SECRET_TEST"]
@@ -293,30 +320,31 @@ def test_environment_is_not_leaked(pool):
 
 
 def test_uid_drop_and_chroot_when_root(pool):
-    info = pool.server_info()
+    info = [s.info for s in pool._servers]      # each server's start-up report
     if not ROOT_USER:
         assert not any(i["drop"] for i in info)
         return
     assert all(i["drop"] for i in info)
-    r = pool.run_many([(BYPASS + "def f(x):\n    return [os.getuid(), os.getcwd(), sorted(os.listdir('/'))]",
-                        "1")], unsafe_skip_filter=True)[0]
+    with no_filter():
+        r = pool.run_many([(BYPASS + "def f(x):\n    return [os.getuid(), os.getcwd(), "
+                            "sorted(os.listdir('/'))]", "1")])[0]
     assert r.ok and eval(r.value)[0] == 65534 and eval(r.value)[1] == "/", r
 
 
 def test_dead_server_is_respawned(pool):
-    before = pool.respawns
-    pid = pool.server_pids()[0]
+    before = respawns(pool)
+    pid = server_pids(pool)[0]
     os.kill(pid, signal.SIGKILL)
     time.sleep(0.2)
     _normal_ok(pool.validate_many([(a, b) for a, b, _ in NORMAL]))
-    assert pool.respawns == before + 1 and pool.server_pids()[0] != pid
-    assert pool.leftover_processes() == []
+    assert respawns(pool) == before + 1 and server_pids(pool)[0] != pid
+    assert leftover_processes(pool) == []
 
 
 def test_close_removes_everything():
     p = V.Pool(workers=1)
     assert p.run_many([("def f(x):\n    return x", "3")])[0].value == "3"
-    base, pids = p.base_dir, p.server_pids()
+    base, pids = p.base_dir, server_pids(p)
     p.close()
     assert not os.path.exists(base)
     for pid in pids:
@@ -333,13 +361,15 @@ def test_import_is_light_and_servers_are_lazy():
 def test_module_level_api_and_configure():
     V.configure(workers=1, timeout=3.0)
     try:
-        assert V.run("def f(a, b=2):\n    return a ** b", "3") == V.Result(True, "9", None)
-        assert V.validate("def f(x):\n    return x[::-1]", "'abc'") == V.Result(True, "'cba'", None)
+        assert V.run_many([("def f(a, b=2):\n    return a ** b", "3")]) == \
+            [V.Result(True, "9", None)]
+        assert V.validate_many([("def f(x):\n    return x[::-1]", "'abc'")]) == \
+            [V.Result(True, "'cba'", None)]
         assert [r.value for r in V.run_many([("def f(x):\n    return x + 1", str(i)) for i in range(5)])] == \
             ["1", "2", "3", "4", "5"]
         rs = V.validate_many([("def f(x):\n    return -x", "2"), ("def g(x):\n    return x", "1")])
         assert rs[0].value == "-2" and rs[1].kind == "no_function"
-        assert V.default_pool().workers == 1
+        assert V._DEFAULT["pool"].workers == 1
     finally:
         V.configure()
         V.shutdown()
@@ -347,6 +377,22 @@ def test_module_level_api_and_configure():
         V.Pool(workers=0)
     with pytest.raises(ValueError, match="pair"):
         V.run_many(["def f(x): return x"])
+
+
+def test_determinism_is_judged_on_values(pool):
+    """A set (or a dict built from one) whose repr order differs between the two hash seeds is
+    valid, with the first server's repr as gold; a list built from a set still is not."""
+    words = "'the quick brown fox jumps over the lazy dog'"
+    cases = [("def f(s):\n    return set(s.split())", words, None),
+             ("def f(s):\n    return {w: len(w) for w in set(s.split())}", words, None),
+             ("def f(x):\n    return list({str(i) for i in range(30)})", "1", "nondeterministic")]
+    for prog, args, kind in cases:
+        first, second = pool._execute([(0, prog, args, 2.0), (1, prog, args, 2.0)])
+        assert first.ok and second.ok and first.value != second.value, (prog, first, second)
+        r = pool.validate_many([(prog, args)])[0]
+        assert r.kind == kind, (prog, r)
+        if kind is None:
+            assert r.ok and r.value == first.value and eval(r.value) == eval(second.value)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -370,7 +416,7 @@ def test_module_level_api_and_configure():
     ("def f(x): return x", "1) if 1 else (2", "exactly one call"),
 ])
 def test_filter_names_the_rule(program, args, rule):
-    err = V.check_job(program, args)
+    err = V._check_job(program, args)
     assert err is not None and rule in err, err
 
 
@@ -382,7 +428,7 @@ def test_filter_names_the_rule(program, args, rule):
     ("def f(*a, **k):\n    return a, k", "1, 2, *[3], z=[lambda: 0][0]()"),
 ])
 def test_filter_accepts_legitimate_code(program, args):
-    assert V.check_job(program, args) is None
+    assert V._check_job(program, args) is None
 
 
 def test_literal_repr_checks_types_before_repr():
@@ -408,78 +454,25 @@ def test_check_deduction():
 
 def test_check_abduction_and_induction(pool):
     prog = "def f(a, b):\n    return a * b"
-    assert V.check_abduction(prog, "12", "3, 4")
-    assert V.check_abduction(prog, "12", "2, 6")
-    assert not V.check_abduction(prog, "12", "2, 5")
-    assert not V.check_abduction(prog, "12", "3, 4) or (1")
+    assert V.check_abduction_many([(prog, "12", "3, 4"), (prog, "12", "2, 6"), (prog, "12", "2, 5"),
+                                   (prog, "12", "3, 4) or (1")]) == [True, True, False, False]
     assert V.check_abduction_many([(prog, "6", "2, 3"), (prog, "6", "1, 1"), (prog, "0", "0, 9")]) == [True, False, True]
     pairs = [("1", "2"), ("5", "10"), ("-3", "-6")]
-    assert V.check_induction("def f(x):\n    return x * 2", pairs)
-    assert V.check_induction("def f(x):\n    return x + x", pairs)
-    assert not V.check_induction("def f(x):\n    return x + 1", pairs)
-    assert not V.check_induction("import os\ndef f(x):\n    return x * 2", pairs)
-    assert not V.check_induction("def f(x):\n    return x * 2", [])
+    assert V.check_induction_many([("def f(x):\n    return x * 2", pairs),
+                                   ("def f(x):\n    return x + x", pairs),
+                                   ("def f(x):\n    return x + 1", pairs),
+                                   ("import os\ndef f(x):\n    return x * 2", pairs),
+                                   ("def f(x):\n    return x * 2", [])]) == \
+        [True, True, False, False, False]
     assert V.check_induction_many([("def f(x):\n    return 2 * x", pairs),
                                    ("def f(x):\n    return abs(x) * 2", pairs),
                                    ("def f(x):\n    return x << 1", pairs)]) == [True, False, True]
-    res = V.validate_induction("def f(x):\n    return x % 3", ["1", "5", "'a'"])
+    # an induction proposal is validated input by input (one Result each, in order)
+    res = V.validate_many([("def f(x):\n    return x % 3", a) for a in ["1", "5", "'a'"]])
     assert [r.value for r in res[:2]] == ["1", "2"] and res[2].kind == "exception"
-    many = V.validate_induction_many([("def f(x):\n    return -x", ["1", "2"]), ("def f(x):\n    return x", ["[]"])])
-    assert [[r.value for r in rs] for rs in many] == [["-1", "-2"], ["[]"]]
-
-
-# ----------------------------------------------------------------------------------------------
-# math
-# ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("response,gold,want", [
-    (" 4*2=8. 3+8=11. <answer>11</answer>", 11, True),
-    ("<answer>11</answer>", "11", True),
-    ("<answer>12</answer>", 11, False),
-    ("<answer>1</answer> no wait <answer>2</answer>", 2, True),
-    ("She pays 1234 dollars. <answer>1234</answer>", "Natalia sold ... \n#### 1,234", True),
-    ("<answer>$1,234</answer>", 1234, True),
-    ("<answer>1,234 dollars</answer>", "1234", True),
-    ("The answer is \\boxed{\\frac{1}{2}}.", "0.5", True),
-    ("<answer>0.5</answer>", "\\frac{1}{2}", True),
-    ("\\boxed{\\dfrac{3}{4}}", "0.75", True),
-    ("\\boxed{-\\frac12}", "-0.5", True),
-    ("\\boxed{2/4}", "\\frac{1}{2}", True),
-    ("$\\boxed{50\\%}$", "50", True),
-    ("\\boxed{5 \\text{ cm}}", 5, True),
-    ("\\boxed{x = 7}", "7", True),
-    ("\\boxed{\\frac{\\sqrt{3}}{2}}", "\\frac{\\sqrt3}{2}", True),
-    ("\\boxed{(1, 2)}", "(1,2)", True),
-    ("\\boxed{{1}}", 1, True),
-    ("\\boxed{3.0}", 3, True),
-    ("no final answer here, 42", 42, False),
-    ("<answer></answer>", 0, False),
-    ("\\boxed{1234567}", 1234568, False),
-    ("<answer>0.333333</answer>", "\\frac{1}{3}", True),
-    ("<answer>0.33</answer>", "\\frac{1}{3}", False),
-    ("\\boxed{2x}", "2", False),
-    ("<answer>18.90</answer>", "$18.9", True),
-])
-def test_check_math_hand_cases(response, gold, want):
-    assert V.check_math(response, gold, sympy_timeout=0) is want
-
-
-def test_math_helpers():
-    assert V.extract_math_answer("a \\boxed{\\frac{1}{2}} b \\boxed{x^{2}}") == "x^{2}"
-    assert V.extract_math_answer("<answer> \\boxed{7} </answer>") == "7"
-    assert V.extract_math_answer("nothing") is None
-    assert V.normalize_math("$\\dfrac{1}{2}$") == "(1)/(2)"
-    assert V.normalize_math("1,234.5") == "1234.5"
-
-
-def test_check_math_sympy_fallback():
-    assert V.check_math("\\boxed{x^2+2x+1}", "(x+1)^2", sympy_timeout=20)
-    assert V.check_math("\\boxed{2\\sqrt{2}}", "\\sqrt{8}", sympy_timeout=20)
-    assert not V.check_math("\\boxed{x^2+1}", "(x+1)^2", sympy_timeout=20)
-    assert not V.check_math("\\boxed{__import__('os')}", "1", sympy_timeout=20)   # unsafe text: no sympy
-    t = time.monotonic()
-    assert not V.check_math("\\boxed{(x+1)^{(10^{12})} - (x+2)^{(10^{12})}}", "y", sympy_timeout=1)
-    assert time.monotonic() - t < 30
-    assert V.check_math("\\boxed{x^2+2x+1}", "(x+1)^2", sympy_timeout=20)      # worker recovered
+    many = V.validate_many([("def f(x):\n    return -x", "1"), ("def f(x):\n    return -x", "2"),
+                            ("def f(x):\n    return x", "[]")])
+    assert [r.value for r in many] == ["-1", "-2", "[]"]
 
 
 def test_threads_share_a_pool_and_fork_gets_its_own(pool):
@@ -496,13 +489,13 @@ def test_threads_share_a_pool_and_fork_gets_its_own(pool):
         th.join()
     assert out == {t: [str((t * 100 + i) * 10) for i in range(20)] for t in range(3)}
     # a forked caller (e.g. a data-loader worker) must not talk to its parent's servers
-    parent_pids = pool.server_pids()
+    parent_pids = server_pids(pool)
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             res = pool.run_many([("def f(x):\n    return -x", "4")])[0]
-            mine = pool.server_pids()
+            mine = server_pids(pool.start())
             os.write(w, repr((res.value, sorted(set(mine) & set(parent_pids)))).encode())
             pool.close()
         finally:
@@ -514,4 +507,4 @@ def test_threads_share_a_pool_and_fork_gets_its_own(pool):
     os.close(r)
     os.waitpid(pid, 0)
     assert eval(data) == ("-4", [])
-    assert pool.server_pids() == parent_pids and pool.leftover_processes() == []
+    assert server_pids(pool) == parent_pids and leftover_processes(pool) == []
