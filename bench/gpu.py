@@ -457,11 +457,6 @@ def phase_rollouts(model, tok, shape, prompts, cfg, dev, budget, peak_tf):
 # ----------------------------------------------------------------------------------------------
 # (b) one GRPO update on those rollouts
 # ----------------------------------------------------------------------------------------------
-def make_optimizer(model, lr: float):
-    """AdamW exactly as rlvr.main builds it (states in the parameters' dtype)."""
-    return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
-
-
 def phase_update(model, ro: M.Rollout, shape, cfg, dev, budget, peak_tf):
     """(b): Experience from the rollout with ±1 advantages (every group varied: rewards
     alternate 1, 0 within each group, then rlvr.group_advantages), one warm-up update (measures
@@ -472,9 +467,9 @@ def phase_update(model, ro: M.Rollout, shape, cfg, dev, budget, peak_tf):
     rewards = torch.tensor([float(j % 2 == 0) for j in range(N)])                # [N]
     adv = rlvr.group_advantages(rewards, cfg.samples, "group")                    # [N]
     exp = rlvr.Experience.from_rollout(ro, adv)
-    pg = rlvr.PGConfig(micro_batch=cfg.micro_batch)
-    rlvr.check_pg_config(pg)
-    opt = make_optimizer(model, cfg.lr)
+    pg = rlvr.PG(micro_batch=cfg.micro_batch, loss_agg="token_mean", lr=cfg.lr)
+    rlvr.check_pg(pg)
+    opt = rlvr.make_optimizer(model, cfg.lr)
     if cfg.grad_checkpointing:
         M.enable_grad_checkpointing(model)
     before = [p.detach().clone() for p in model.parameters()]
@@ -518,20 +513,23 @@ def phase_update(model, ro: M.Rollout, shape, cfg, dev, budget, peak_tf):
 def sp_config(cfg: Config, out: str, style: str):
     import selfplay
 
-    return selfplay.Config(model="(in memory)", out=out, style=style, seed=cfg.seed,
+    scfg = selfplay.Config(model="(in memory)", out=out, style=style, seed=cfg.seed,
                            batch_size=cfg.sp_batch, n_estimate=cfg.sp_estimate,
                            propose_max_tokens=cfg.sp_max_tokens,
                            solve_max_tokens=cfg.sp_max_tokens, micro_batch=cfg.sp_micro_batch,
                            entropy_coef=cfg.sp_entropy_coef, lr=cfg.lr)
+    M.apply_preset(scfg, selfplay.PRESETS, style)
+    scfg.solve_batch_size = scfg.solve_batch_size or scfg.batch_size
+    return scfg
 
 
 def seeded_buffers(n: int, seed: int, n_inputs: int) -> dict:
     """Buffers as after seeding (--seed-size n): D_ded = D_abd = n toy code tasks, D_ind = n toy
     induction tasks, all stamped step 0."""
-    import toydata
+    import tasks as T
 
-    code = toydata.make_code_tasks(n, seed, "train")
-    ind = toydata.make_induction_tasks(n, seed + 1, "train", n_inputs=n_inputs)
+    code = T.make_code_tasks(n, seed, "train")
+    ind = T.make_induction_tasks(n, seed + 1, "train", n_inputs=n_inputs)
     strip = lambda t, keys: {"step": 0, **{k: t[k] for k in keys}}  # noqa: E731
     return {"deduction": [strip(t, ("program", "input", "output")) for t in code],
             "abduction": [strip(t, ("program", "input", "output")) for t in code],
@@ -544,22 +542,19 @@ def make_session(cfg: Config, model, tok, run_dir: str):
     import rlvr
     import selfplay
 
-    style = cfg.sp_style if cfg.sp_style != "auto" else M.prompt_style(tok)
+    style = M.prompt_style(tok, cfg.sp_style)
     scfg = sp_config(cfg, run_dir, style)
     types = selfplay.check_config(scfg)
-    r = selfplay._resolved(scfg, style)
-    opt = torch.optim.AdamW(model.parameters(), lr=scfg.lr, weight_decay=scfg.weight_decay)
-    S = selfplay.Session(cfg=scfg, types=types, style=style, r=r, model=model, tok=tok,
-                         optimizer=opt, pg=rlvr.pg_config(scfg), run=M.RunDir(run_dir),
-                         rng=random.Random(cfg.seed), buffers={}, eval_sets={})
-    S.buffers = seeded_buffers(scfg.seed_size, cfg.seed, r["n_inputs"])
+    S = selfplay.Session(scfg, types, style, model, tok, rlvr.make_optimizer(model, scfg.lr),
+                         M.RunDir(run_dir), random.Random(cfg.seed), {}, {})
+    S.buffers = seeded_buffers(scfg.seed_size, cfg.seed, scfg.n_inputs)
     return S
 
 
 def gold_texts(style: str, role: str, task_type: str, task: dict, n_inputs: int = 0) -> str:
     """A correct response in the format selfplay parses: a proposal of `task`, or the right
     answer to it (toy: the text after the prompt; azr: closed <think>, then <answer>)."""
-    from selfplay import fence
+    from tasks import fence
 
     if role == "propose":
         if task_type == "induction":
@@ -581,23 +576,23 @@ def gold_texts(style: str, role: str, task_type: str, task: dict, n_inputs: int 
 def verify_gold(S) -> dict:
     """The verifier work of one self-play step at 100% valid proposals and right answers:
     validate B proposals per type, score n_estimate x B estimation answers and B solver answers
-    per type (selfplay.validate_proposals / score_answers, so through verifier.py's sandbox)."""
+    per type (selfplay.validate / tasks.score, so through verifier.py's sandbox)."""
     import selfplay
+    import tasks as T
 
-    cfg, style, n_in = S.cfg, S.style, S.r["n_inputs"]
+    cfg, style, n_in = S.cfg, S.style, S.cfg.n_inputs
     counts = {"proposals": 0, "valid": 0, "answers": 0, "correct": 0}
     t0 = time.perf_counter()
     for t in S.types:
         tasks = [S.buffers[t][j % len(S.buffers[t])] for j in range(cfg.batch_size)]
         texts = [gold_texts(style, "propose", t, x, n_in) for x in tasks]
         progs = [x["program"] if t == "induction" else None for x in tasks]
-        res = selfplay.validate_proposals(t, texts, progs, style, n_in, cfg.exec_timeout)
+        res = selfplay.validate(t, texts, progs, style, n_in, cfg.exec_timeout)
         counts["proposals"] += len(res)
         counts["valid"] += sum(bool(p["valid"]) for p in res)
         answered = tasks * (cfg.n_estimate + 1)  # estimation samples + the solver batch
-        views = [selfplay.induction_view(x) if t == "induction" else x for x in answered]
         answers = [gold_texts(style, "solve", t, x) for x in answered]
-        correct, _ = selfplay.score_answers(t, views, answers, style, cfg.exec_timeout)
+        correct, _ = T.score(t, answered, answers, style, cfg.exec_timeout)
         counts["answers"] += len(correct)
         counts["correct"] += sum(correct)
     return {"s": time.perf_counter() - t0, **counts}
@@ -825,4 +820,4 @@ def main(cfg: Config) -> dict:
 
 
 if __name__ == "__main__":
-    main(M.parse_config(Config, description=__doc__.split("\n\n")[0]))
+    main(M.parse_flags(Config, doc=__doc__.split("\n\n")[0]))

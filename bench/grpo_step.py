@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 import model as M  # noqa: E402
 import rlvr  # noqa: E402
-import toydata  # noqa: E402
+import tasks as T  # noqa: E402
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Config:
 
 
 def problems(cfg: Config) -> list[dict]:
-    return toydata.make_arith(cfg.prompts, cfg.seed, "train")
+    return T.make_arith(cfg.prompts, cfg.seed, "train")
 
 
 def run_zeroplay(cfg: Config, probs: list[dict], style: str) -> dict:
@@ -60,26 +60,23 @@ def run_zeroplay(cfg: Config, probs: list[dict], style: str) -> dict:
     model, tok = M.load_policy(cfg.model, device="cpu")
     rc = rlvr.Config(group_size=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
                      temperature=1.0, lr=cfg.lr, warmup_steps=0, scale_rewards="group",
-                     drop_zero_std=False, kl_every=0, loss_agg="token_mean", clip_low=0.2,
-                     clip_high=0.2,
-                     max_grad_norm=1.0, bf16=cfg.bf16,
-                     gen_batch_size=cfg.prompts * cfg.group_size,
+                     loss_agg="token_mean", max_grad_norm=1.0, bf16=cfg.bf16,
+                     sample_batch=cfg.prompts * cfg.group_size,
                      micro_batch=cfg.prompts * cfg.group_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    prompts = [rlvr.math_prompt(p["question"], style) for p in probs]
+    prompts = [T.math_prompt(p["question"], style) for p in probs]
     golds = [p["answer"] for p in probs]
     times, parts, lens, rewards, skipped = [], [], [], [], []
     for i in range(cfg.warmup + cfg.steps):
         t = time.perf_counter()
-        m, _, _ = rlvr.grpo_step(model, tok, opt, prompts, golds, rlvr.math_reward, rc,
-                                 stop=None)
+        m, _, _ = rlvr.grpo_step(model, tok, opt, prompts, golds, rc, style)
         dt = time.perf_counter() - t
         if i >= cfg.warmup:
             times.append(dt)
-            parts.append((m["time_generate"], m["time_score"], m["time_update"]))
+            parts.append((m["time/generate"], m["time/score"], m["time/update"]))
             lens.append(m["response_len_mean"])
             rewards.append(m["reward_mean"])
-            skipped.append(m["skipped_frac"])
+            skipped.append(m["update/skipped_frac"])
     return {"times": times, "parts": parts, "len": statistics.mean(lens),
             "reward": statistics.mean(rewards), "skipped": statistics.mean(skipped)}
 
@@ -91,11 +88,12 @@ def run_trl(cfg: Config, probs: list[dict], style: str) -> dict:
 
     M.seed_everything(cfg.seed)
     model, tok = M.load_policy(cfg.model, device="cpu")
-    ds = Dataset.from_list([{"prompt": rlvr.math_prompt(p["question"], style),
+    ds = Dataset.from_list([{"prompt": T.math_prompt(p["question"], style),
                              "answer": p["answer"]} for p in probs])
 
     def reward(prompts, completions, answer, **kw):
-        return [rlvr.math_reward(c, a) for c, a in zip(completions, answer)]
+        return [float(x) for x in T.score("math", [{"answer": a} for a in answer], completions,
+                                          style)[0]]
 
     class Timer(TrainerCallback):
         def __init__(self):
@@ -144,10 +142,7 @@ def main(cfg: Config) -> None:
         torch.set_num_threads(cfg.threads)
     path = cfg.model
     if cfg.model == "toy":
-        path = M.TOY_BASE
-        if not (Path(path) / "config.json").exists():
-            raise SystemExit(f"the toy base {path} does not exist yet: build it first "
-                             f"(python pretrain.py)")
+        path = M.resolve_model("toy")
     cfg.model = path
     _, tok = M.load_policy(path, device="cpu")
     style = M.prompt_style(tok)
@@ -182,4 +177,4 @@ def main(cfg: Config) -> None:
 
 
 if __name__ == "__main__":
-    main(M.parse_config(Config, description=__doc__.split("\n\n")[0]))
+    main(M.parse_flags(Config, doc=__doc__.split("\n\n")[0]))

@@ -26,8 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import model as M  # noqa: E402
-import toydata  # noqa: E402
-from selfplay import solve_prompt, stop_strings  # noqa: E402
+import tasks as T  # noqa: E402
 
 
 @dataclass
@@ -88,9 +87,9 @@ def main(cfg: Config):
     M.seed_everything(0)
     model, tok = M.load_policy(cfg.model, device=cfg.device)
     style = M.prompt_style(tok)
-    tasks = toydata.make_code_tasks(cfg.prompts, seed=7, split="heldout")
-    prompts = [solve_prompt("deduction", t, style) for t in tasks]
-    stop = stop_strings("solve", "deduction", style)
+    prompts = [T.solve_prompt("deduction", t, style)
+               for t in T.make_code_tasks(cfg.prompts, seed=7, split="heldout")]
+    stop = T.stop_strings("solve", "deduction", style)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model {cfg.model} ({n_params / 1e6:.1f}M params) on {model.device}, "
           f"{cfg.prompts} prompts x {cfg.samples} samples x <= {cfg.new_tokens} new tokens, "
@@ -111,4 +110,4 @@ def main(cfg: Config):
 
 
 if __name__ == "__main__":
-    main(M.parse_config(Config, description=__doc__.split("\n\n")[0]))
+    main(M.parse_flags(Config, doc=__doc__.split("\n\n")[0]))
