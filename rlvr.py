@@ -20,7 +20,7 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -37,10 +37,10 @@ SCALES = ("group", "batch", "none")
 @dataclass
 class PG(M.Run):
     """policy gradient (shared by rlvr.py and selfplay.py)"""
-    lr: float | None = None        # AdamW learning rate, constant after warm-up (None: the preset's)
+    lr: float | None = None        # AdamW learning rate, constant (rlvr: after --warmup-steps); None: the preset's
     loss_agg: str | None = None    # token_mean (DAPO, AZR) | seq_mean (GRPO) | constant (Dr. GRPO)
     kl_coef: float = 0.0           # weight of a k3 KL to the frozen base (loads a second copy)
-    entropy_coef: float = 0.0      # weight of an entropy bonus (AZR paper: 0.001)
+    entropy_coef: float | None = None  # weight of an entropy bonus (AZR Table 3: 0.001)
     max_grad_norm: float = 1.0     # gradient-norm clip (AZR: 1.0)
     temperature: float = 1.0       # sampling temperature of the trained rollouts (AZR: 1.0)
 
@@ -50,8 +50,10 @@ def check_pg(cfg: PG) -> None:
     M.check(cfg.loss_agg in LOSS_AGGS, f"--loss-agg {cfg.loss_agg!r}: expected one of "
                                        f"{', '.join(LOSS_AGGS)}")
     M.check(cfg.temperature > 0, f"--temperature must be > 0 for training, got {cfg.temperature}")
-    M.check(cfg.micro_batch >= 1 and cfg.sample_batch >= 1 and cfg.save_every >= 1,
+    M.check((cfg.micro_batch is None or cfg.micro_batch >= 1) and cfg.sample_batch >= 1
+            and cfg.save_every >= 1,
             "--micro-batch, --sample-batch and --save-every must be >= 1")
+    M.check(cfg.lr is None or cfg.lr > 0, f"--lr must be > 0, got {cfg.lr}")
 
 
 def make_optimizer(model, lr: float):
@@ -197,6 +199,8 @@ def update_policy(model, optimizer, experiences: list[Experience], cfg: PG, ref_
     advantage is exactly 0 add exactly zero gradient when there is no KL or entropy term, so they
     are not forwarded (but still counted in the denominators). loss_agg "constant" without a
     length divides by the widest response of the whole batch."""
+    M.check(not cfg.kl_coef or ref_model is not None, "update_policy: --kl-coef > 0 needs the "
+                                                      "frozen reference model (ref_model)")
     exps = [e for e in experiences if len(e)]
     if not exps:
         return {}
@@ -219,12 +223,13 @@ def update_policy(model, optimizer, experiences: list[Experience], cfg: PG, ref_
             rows = rows[keep]
         # similar lengths together: less padding once `select` trims each micro-batch
         rows = rows[torch.argsort(e.response_mask[rows].sum(-1).cpu(), descending=True)]
-        for i in range(0, len(rows), cfg.micro_batch):
-            mb = e.select(rows[i:i + cfg.micro_batch])
+        size = cfg.micro_batch or len(rows) or 1  # unset: the whole batch in one micro-batch
+        for i in range(0, len(rows), size):
+            mb = e.select(rows[i:i + size])
             with _autocast(model, cfg.bf16):
                 logp, ent = M.forward_logprobs(model, mb.input_ids, mb.attention_mask,
                                                mb.prompt_len, cfg.temperature,
-                                               entropy_grad=cfg.entropy_coef != 0)
+                                               entropy_grad=bool(cfg.entropy_coef))
             logp, m = logp.float(), mb.response_mask                            # [b, T] each
             ref = None
             if cfg.kl_coef:
@@ -262,11 +267,10 @@ def update_policy(model, optimizer, experiences: list[Experience], cfg: PG, ref_
 class Config(PG):
     """GRPO on math"""
     out: str = "runs/rlvr"         # run folder: config.json, metrics.jsonl, samples.jsonl, checkpoints/
-    micro_batch: int = 64          # sequences per forward/backward; the gradient does not depend on it
     sample_batch: int = 128        # sequences sampled together
     save_every: int = 50           # checkpoint every N steps (and at the end)
     train_data: str = ""           # math .jsonl (GSM8K / MATH format); "" = toy arithmetic (train split)
-    eval_data: str = ""            # math .jsonl held-out set (its first --eval-n rows); "" = toy arithmetic (held-out split)
+    eval: list[str] = field(default_factory=list)  # held-out benchmarks as name=path (crux*: CRUXEval, humaneval, else math); default: toy arithmetic
     steps: int = 150               # GRPO steps, one rollout batch and one update each
     prompts_per_step: int = 64     # prompts per step (toy: 16 gave too noisy a gradient)
     group_size: int = 8            # G: answers sampled per prompt
@@ -274,12 +278,14 @@ class Config(PG):
     warmup_steps: int = 5          # linear learning-rate warm-up
     scale_rewards: str = "none"    # advantage scale: group std (GRPO) | batch std | none (Dr. GRPO)
     eval_n: int = 1000             # held-out problems, greedy (1000: SE about 1.4 points)
-    eval_every: int = 50           # held-out evaluation every N steps (and at the start and the end)
+    eval_every: int = 50           # held-out evaluation every N steps, and at the start and the end (0: only those)
 
 
 # What the preset chooses when a flag is left unset: "toy" for the toy base, "azr" otherwise.
-PRESETS = {"toy": {"lr": 3e-5, "loss_agg": "token_mean", "max_new_tokens": 56},
-           "azr": {"lr": 1e-6, "loss_agg": "token_mean", "max_new_tokens": 1024}}
+PRESETS = {"toy": {"lr": 3e-5, "loss_agg": "token_mean", "max_new_tokens": 56, "micro_batch": 64,
+                   "entropy_coef": 0.0},
+           "azr": {"lr": 1e-6, "loss_agg": "token_mean", "max_new_tokens": 1024,
+                   "entropy_coef": 0.0}}
 
 
 def batch_indices(n: int, step: int, k: int, seed: int) -> list[int]:
@@ -326,20 +332,24 @@ def main(cfg: Config) -> dict:
     M.check(cfg.scale_rewards in SCALES, f"--scale-rewards {cfg.scale_rewards!r}: expected one of "
                                          f"{', '.join(SCALES)}")
     M.check(cfg.group_size >= 2, "--group-size must be >= 2 (advantages compare a prompt's answers)")
-    M.check(min(cfg.steps, cfg.prompts_per_step, cfg.eval_every) >= 1,
-            "--steps, --prompts-per-step and --eval-every must be >= 1")
+    M.check(min(cfg.steps, cfg.prompts_per_step) >= 1, "--steps and --prompts-per-step must be >= 1")
+    M.check(cfg.eval_n >= 2 and cfg.eval_every >= 0, "--eval-n must be >= 2 (the gain's paired SE "
+                                                     "needs two problems), --eval-every >= 0")
     t_start = time.time()
     M.seed_everything(cfg.seed)
-    run = M.RunDir(cfg.out)
+    run = M.RunDir(cfg.out, logs=("metrics.jsonl", "samples.jsonl", "eval.jsonl"))
     run.claim(cfg.resume)
     problems = T.load_math(cfg.train_data) if cfg.train_data else \
         T.make_arith(5000, cfg.seed, "train")
-    held = T.load_math(cfg.eval_data)[:cfg.eval_n] if cfg.eval_data else \
-        T.make_arith(cfg.eval_n, T.EVAL_SEED, "heldout")
-    M.check(bool(problems) and bool(held), "--train-data / --eval-data: the file holds no rows")
+    sets = T.benchmark_sets(cfg.eval, cfg.eval_n) if cfg.eval else \
+        T.toy_sets(["arith"], cfg.eval_n)
+    M.check(bool(problems), f"--train-data {cfg.train_data}: the file holds no rows")
+    M.check(all(p for _, p in sets.values()), f"--eval {cfg.eval}: a file holds no rows")
     model, tok = M.load_policy(cfg.model, cfg.device, cfg.dtype)
     style = M.prompt_style(tok, cfg.style)
     preset = M.apply_preset(cfg, PRESETS, style)
+    M.check(cfg.max_new_tokens >= 1, "--max-new-tokens must be >= 1")
+    memory = M.fit_memory(cfg, model, 256, cfg.max_new_tokens)
     check_pg(cfg)
     ref_model = M.load_policy(cfg.model, cfg.device, cfg.dtype)[0] if cfg.kl_coef else None
     if cfg.grad_checkpointing:
@@ -348,11 +358,10 @@ def main(cfg: Config) -> dict:
     start, extra = run.resume(model, optimizer) if cfg.resume else (0, {})
     run.write_config({**dataclasses.asdict(cfg), "model": M.resolve_model(cfg.model),
                       "script": "rlvr.py", "style": style})
-    sets = {"arith" if not cfg.eval_data else "eval": ("math", held)}
     M.say(f"[rlvr] {M.resolve_model(cfg.model)} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M"
           f" params, {style} preset {preset}, {model.device}) → {run.path} | {cfg.steps} steps of "
           f"{cfg.prompts_per_step} prompts x {cfg.group_size} answers, {len(problems)} training "
-          f"problems, {len(held)} held-out")
+          f"problems, held-out {', '.join(sets)} | {memory}")
 
     def evaluate(step: int) -> dict:
         res = T.evaluate(model, tok, sets, style, cfg.max_new_tokens, batch_size=cfg.sample_batch)
@@ -379,15 +388,15 @@ def main(cfg: Config) -> dict:
         line = (f"step {step}/{cfg.steps} | reward {m['reward_mean']:.3f} | H {m['entropy']:.3f} "
                 f"| length {m['response_len_mean']:.1f} | "
                 f"{m['time/generate'] + m['time/score'] + m['time/update']:.1f}s")
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
             m.update(evaluate(step))
             line += f" | held-out {m['eval/accuracy']:.3f} ± {m['eval/se']:.3f}"
         run.log(step, {**m, **M.memory_stats(model.device)})
         run.log(step, [{"prompt": prompts[ro.prompt_index[i]], "response": ro.texts[i],
-                        "reward": float(rewards[i])} for i in range(0, len(ro), len(ro) // 4)][:4],
+                        "reward": float(rewards[i])} for i in range(0, len(ro), max(1, len(ro) // 4))][:4],
                 "samples.jsonl")
         if step % cfg.save_every == 0 or step == cfg.steps:
-            run.save(step, model, tok, optimizer, extra)
+            run.save(step, model, tok, optimizer, extra, cfg.keep_checkpoints)
         M.say(line)
     return finish("rlvr", run, cfg.steps, t_start, T.program_ids(sets))
 

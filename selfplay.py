@@ -44,7 +44,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -194,8 +194,9 @@ class Config(rlvr.PG):
     """self-play (AZR)"""
     out: str = "runs/selfplay"     # run folder: config.json, metrics.jsonl, tasks.jsonl, eval.jsonl, checkpoints/
     task_types: str = "deduction,abduction,induction"  # a comma-separated subset (AZR Table 2 ablations)
-    steps: int = 60                # self-play steps, one optimizer step each
-    batch_size: int = 8            # proposals per task type per step (AZR: 64)
+    steps: int = 30                # self-play steps, one optimizer step each
+    save_every: int = 10           # checkpoint every N steps (and at the end)
+    batch_size: int | None = None  # proposals per task type per step (AZR: 64; azr preset 16, one GPU)
     solve_batch_size: int | None = None  # solver tasks per task type per step (AZR: = --batch-size)
     k_refs: int | None = None      # references in each proposer prompt (AZR K = 6; 0 = AZR's "without references")
     n_inputs: int | None = None    # induction inputs per proposal, half shown, half held out (AZR N = 10)
@@ -209,15 +210,18 @@ class Config(rlvr.PG):
     trivial_zero: bool | None = None  # guessable tasks get role reward 0, no buffer slot, no solver training
     train_on_estimates: bool | None = None  # the n estimation samples also train the solver (not AZR)
     exec_timeout: float | None = None  # wall seconds per sandboxed execution (AZR: 10)
-    eval_every: int = 20           # held-out evaluation every N steps (and at the start and the end)
-    eval_n: int = 256              # held-out toy tasks per task type, greedy
+    eval_every: int = 10           # held-out evaluation every N steps, and at the start and the end (0: only those)
+    eval_n: int = 256              # held-out problems per set, greedy
+    eval: list[str] = field(default_factory=list)  # held-out benchmarks as name=path (crux*: CRUXEval, humaneval, else math); default: toy code tasks
 
 
 PRESETS = {
-    "toy": {"lr": 1e-4, "loss_agg": "seq_mean", "solve_batch_size": 16, "k_refs": 2,
+    "toy": {"lr": 1e-4, "loss_agg": "seq_mean", "batch_size": 8, "solve_batch_size": 16,
+            "micro_batch": 16, "entropy_coef": 0.0, "k_refs": 2,
             "n_inputs": 6, "propose_max_tokens": 224, "solve_max_tokens": 160,
             "trivial_zero": True, "train_on_estimates": True, "exec_timeout": 2.0},
-    "azr": {"lr": 1e-6, "loss_agg": "token_mean", "solve_batch_size": 0, "k_refs": 6,
+    "azr": {"lr": 1e-6, "loss_agg": "token_mean", "batch_size": 16, "solve_batch_size": 0,
+            "entropy_coef": 0.001, "k_refs": 6,
             "n_inputs": 10, "propose_max_tokens": 1024, "solve_max_tokens": 1024,
             "trivial_zero": False, "train_on_estimates": False, "exec_timeout": 10.0},
 }
@@ -230,8 +234,10 @@ def check_config(cfg: Config) -> list[str]:
             f"{cfg.task_types!r}: expected a comma-separated subset of {', '.join(T.TASK_TYPES)}")
     M.check(cfg.proposer_reward in PROPOSER_REWARDS, f"--proposer-reward {cfg.proposer_reward!r}:"
                                                      f" expected one of {', '.join(PROPOSER_REWARDS)}")
-    for name in ("steps", "batch_size", "n_estimate", "seed_size", "eval_n"):
+    for name in ("steps", "n_estimate", "seed_size"):
         M.check(getattr(cfg, name) >= 1, f"--{name.replace('_', '-')} must be >= 1")
+    M.check(cfg.eval_n >= 2 and cfg.eval_every >= 0, "--eval-n must be >= 2 (the gain's paired "
+                                                      "SE needs two problems), --eval-every >= 0")
     M.check(cfg.n_inputs is None or cfg.n_inputs >= 2, "--n-inputs must be >= 2 (half are shown)")
     return types
 
@@ -407,7 +413,7 @@ def seed_from_file(S: Session, path: str) -> tuple[list, list]:
     {program, inputs, message} seed D_ind; each is validated as a proposal would be (its
     output is the executor's). A row that fails is an error naming its line."""
     seed, ind = [], []
-    for line, row in enumerate(M.read_jsonl(path, "--seed-tasks "), 1):
+    for line, row in M.read_jsonl(path, "--seed-tasks ", numbered=True):
         prog, inputs = row.get("program") or row.get("code"), row.get("inputs")
         M.check(isinstance(prog, str) and ("input" in row or inputs and "message" in row),
                 f"--seed-tasks {path}, line {line}: expected program + input (or program + "
@@ -417,6 +423,8 @@ def seed_from_file(S: Session, path: str) -> tuple[list, list]:
         bad = next((r for r in res if not r.ok), None)
         M.check(bad is None, f"--seed-tasks {path}, line {line}: not a valid task "
                              f"({bad.error if bad else ''})")
+        M.check(not inputs or len({r.value for r in res}) > 1, f"--seed-tasks {path}, line "
+                f"{line}: all outputs are equal (a constant function teaches nothing)")
         if inputs:
             add_to_buffer(ind, {"program": prog, "inputs": [str(i) for i in inputs],
                                 "outputs": [r.value for r in res], "message": row["message"]}, 0)
@@ -435,19 +443,21 @@ def seed_buffers(S: Session) -> dict:
     rejections."""
     cfg, rng, need_ind = S.cfg, S.rng, "induction" in S.types
     seed, ind = seed_from_file(S, cfg.seed_tasks) if cfg.seed_tasks else ([], [])
-    need_seed = 1 if cfg.seed_tasks else cfg.seed_size
+    need_seed = 1 if cfg.seed_tasks else cfg.seed_size  # a file's tasks are all the seed set
+    need_ind = (1 if ind else cfg.seed_size) if need_ind else 0
     rows, rounds = [], 0
-    bar = M.progress(None, "seeding", total=cfg.seed_size * (2 if need_ind else 1))
-    while len(seed) < need_seed or (need_ind and len(ind) < cfg.seed_size):
+    bar = M.progress(None, "seeding", total=need_seed + need_ind)
+    while len(seed) < need_seed or len(ind) < need_ind:
         if rounds >= 40:
             S.run.log(0, rows, "tasks.jsonl")
             reasons = {}
             for r in rows:
-                reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+                key = r["reason"] if not r["valid"] else "valid but guessable or a duplicate"
+                reasons[key] = reasons.get(key, 0) + 1
             raise SystemExit(
                 f"seeding failed: after {rounds} rounds ({len(rows)} proposals) the seed set "
                 f"holds {len(seed)}/{need_seed} tasks and the induction buffer {len(ind)}/"
-                f"{cfg.seed_size if need_ind else 0}. Rejections: {reasons}. The proposals are "
+                f"{need_ind}. Proposals by outcome: {reasons}. They are "
                 f"in {S.run.path / 'tasks.jsonl'}. Seed from a file (--seed-tasks), lower "
                 f"--seed-size, or check --model/--style.")
         rounds += 1
@@ -462,7 +472,7 @@ def seed_buffers(S: Session) -> dict:
             rows.append(task_row({**p, "reward": None}))
             if not p["valid"] or p["set_aside"]:
                 continue
-            target, limit = (ind, cfg.seed_size) if p["type"] == "induction" else (seed, need_seed)
+            target, limit = (ind, need_ind) if p["type"] == "induction" else (seed, need_seed)
             if len(target) < limit and add_to_buffer(target, as_task(p), 0):
                 bar.update(1)
     bar.close()
@@ -626,14 +636,18 @@ def samples_of(S: Session, props, solved, solve_chunks, solve_rewards) -> list[d
 # ==============================================================================================
 def step_line(m: dict, step: int, steps: int, types: list) -> str:
     """The console line of a step: the valid-proposal rate, the mean solve rate s of the valid
-    proposals, the solver's accuracy on its own tasks per type, entropy per role, seconds."""
-    s = [m[f"propose/{t}/s_mean"] for t in types if f"propose/{t}/s_mean" in m]
+    proposals (over all types, weighted by their counts), the solver's accuracy on its own tasks
+    per type, entropy per role, seconds."""
+    pairs = [(m[f"propose/{t}/s_mean"], sum(m[f"propose/{t}/s_hist"])) for t in types
+             if f"propose/{t}/s_mean" in m]  # (mean s, valid proposals) per type
+    n_valid = sum(n for _, n in pairs)
+    s = sum(a * n for a, n in pairs) / n_valid if n_valid else float("nan")
     solve = " ".join(f"{t[:3]} {m[f'solve/{t}/accuracy']:.2f}" for t in types
                      if f"solve/{t}/accuracy" in m)
     f = lambda k, d=2: f"{m[k]:.{d}f}" if k in m else "-"  # noqa: E731
     line = (f"step {step:>{len(str(steps))}}/{steps} | valid {f('propose/valid_rate')} | s "
-            f"{sum(s) / len(s) if s else float('nan'):.2f} | solve {solve or '-'} | H propose "
-            f"{f('propose/entropy', 3)} solve {f('solve/entropy', 3)} | {m['time/step']:.1f}s")
+            f"{s:.2f} | solve {solve or '-'} | H propose {f('propose/entropy', 3)} solve "
+            f"{f('solve/entropy', 3)} | {m['time/step']:.1f}s")
     if "eval/accuracy" in m:
         line += f" | held-out {m['eval/accuracy']:.3f} ± {m['eval/se']:.3f}"
     return line
@@ -648,17 +662,21 @@ def main(cfg: Config) -> dict:
     model, tok = M.load_policy(cfg.model, cfg.device, cfg.dtype)
     style = M.prompt_style(tok, cfg.style)
     preset = M.apply_preset(cfg, PRESETS, style)
+    M.check(cfg.batch_size >= 1, "--batch-size must be >= 1")
     cfg.solve_batch_size = cfg.solve_batch_size or cfg.batch_size
+    longest = max(cfg.propose_max_tokens, cfg.solve_max_tokens)
+    memory = M.fit_memory(cfg, model, 2048, longest)  # K refs: long proposer prompts
     rlvr.check_pg(cfg)
     M.check(not (cfg.train_on_estimates and cfg.n_estimate < 2), "--train-on-estimates needs "
                                                                  "--n-estimate >= 2 (a group)")
     M.say(f"[selfplay] {M.resolve_model(cfg.model)} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M"
           f" params, {model.device}) → {run.path} | {style} preset: {preset} | {cfg.steps} steps"
           f" of {cfg.batch_size} proposals and {cfg.solve_batch_size} solver tasks per type "
-          f"({', '.join(types)}), {cfg.n_estimate} samples per solve rate")
+          f"({', '.join(types)}), {cfg.n_estimate} samples per solve rate | {memory}")
     if cfg.grad_checkpointing:
         M.enable_grad_checkpointing(model)
-    sets = T.toy_sets(T.TASK_TYPES, cfg.eval_n, cfg.n_inputs)
+    sets = T.benchmark_sets(cfg.eval, cfg.eval_n) if cfg.eval else \
+        T.toy_sets(T.TASK_TYPES, cfg.eval_n, cfg.n_inputs)
     S = Session(cfg, types, style, model, tok, rlvr.make_optimizer(model, cfg.lr), run,
                 random.Random(cfg.seed), {}, sets,
                 M.load_policy(cfg.model, cfg.device, cfg.dtype)[0] if cfg.kl_coef else None)
@@ -692,7 +710,7 @@ def main(cfg: Config) -> dict:
         with M.oom_advice("selfplay", "--micro-batch (the gradient stays the same), "
                                       "--sample-batch or --grad-checkpointing"):
             m, samples = self_play_step(S, step)
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
             t0 = time.time()
             m.update(evaluate(step), **{"time/eval": time.time() - t0})
         run.log(step, {**m, **M.memory_stats(model.device)})
@@ -701,7 +719,7 @@ def main(cfg: Config) -> dict:
                                                       " | update skipped: all advantages 0"))
         if step % cfg.save_every == 0 or step == cfg.steps:
             run.save(step, model, tok, S.optimizer, {"buffers": S.buffers,
-                                                     "rng": S.rng.getstate()})
+                                                     "rng": S.rng.getstate()}, cfg.keep_checkpoints)
     valid = [r["propose/valid_rate"] for r in run.read() if "propose/valid_rate" in r]
     return rlvr.finish("selfplay", run, cfg.steps, t_start, T.program_ids(sets),
                        f" | valid-proposal rate min {min(valid, default=0):.2f} mean "

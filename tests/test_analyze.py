@@ -322,10 +322,6 @@ def test_sparsity_errors_for_a_folder_without_safetensors(tmp_path):
         A.update_sparsity(a, str(tmp_path / "does-not-exist"))
 
 
-@pytest.mark.xfail(reason="BUG: update_sparsity on checkpoints that share no tensor name dies "
-                          "with ZeroDivisionError (total == 0), and on tensors of different "
-                          "shapes with a raw torch RuntimeError, instead of a clear error",
-                   strict=True)
 def test_sparsity_of_unrelated_checkpoints_is_a_clear_error(tmp_path):
     a = _ckpt(tmp_path / "a", {"x.weight": torch.zeros(2, 2)})
     b = _ckpt(tmp_path / "b", {"x.weight": torch.zeros(3, 2)})
@@ -565,10 +561,6 @@ def test_claims_collapse_from_a_falling_series():
         == A.INCONCLUSIVE
 
 
-@pytest.mark.xfail(reason="BUG: claims() assumes every self-play run has pass@k results; a "
-                          "self-play (or peak50) run without a checkpoint yet gets none in "
-                          "main(), and claims() then dies with KeyError in paired_diff instead "
-                          "of the row 'inconclusive (missing: ...)'", strict=True)
 def test_claims_selfplay_run_without_passk_is_missing():
     cfg = A.Config(n=4)
     res, runs = _hand_results(cfg)
@@ -582,9 +574,6 @@ def _claim_rows(text):
     return [line for line in text.splitlines() if line.startswith("| RQ")]
 
 
-@pytest.mark.xfail(reason="BUG: report() writes the claim cells into the markdown table "
-                          "unescaped; the RQ4 'measured' cell holds '|Δ|', so that row splits "
-                          "into 6 cells instead of 4", strict=True)
 def test_report_claim_rows_have_four_cells(tmp_path):
     cfg = A.Config(n=4)
     res, runs = _hand_results(cfg)
@@ -762,9 +751,6 @@ def test_command_line_flags():
     assert (cfg.runs, cfg.eval, cfg.n, cfg.out, cfg.seed) == (["a", "b"], ["gsm8k=g.jsonl"], 8, "x", 3)
 
 
-@pytest.mark.xfail(reason="BUG: --curriculum-tasks 0 (v1's way to skip the curriculum) picks no "
-                          "task and curriculum() then dies in bootstrap() with numpy's 'zero-size "
-                          "array' ValueError, neither skipping nor naming the flag", strict=True)
 def test_curriculum_tasks_zero_skips_or_is_refused(monkeypatch):
     monkeypatch.setattr(T, "evaluate", lambda *a, **k: {"curriculum": {"correct": [], "lengths": []}})
     tasks = [{"step": s, "phase": "train", "type": "deduction", "valid": True, "program": "p",
@@ -775,10 +761,6 @@ def test_curriculum_tasks_zero_skips_or_is_refused(monkeypatch):
         assert "--curriculum-tasks" in str(e)
 
 
-@pytest.mark.xfail(reason="BUG: analyze.main keys runs by folder name, so two runs in folders "
-                          "of the same name (runs/seed0/selfplay, runs/seed1/selfplay) silently "
-                          "overwrite each other in res['runs'], pass@k and sparsity, while the "
-                          "claims take the first one's metrics", strict=True)
 def test_runs_with_the_same_folder_name_are_not_merged(fixture_runs, tmp_path):
     root, _ = fixture_runs
     twin = tmp_path / "seed1" / "selfplay"

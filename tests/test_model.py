@@ -71,11 +71,6 @@ def test_parse_flags_help_grouped_by_declaring_class(capsys):
     assert "some tags (default: ['a'])" in out
 
 
-@pytest.mark.xfail(reason="BUG: model.parse_flags (model.py:78, typ = str(f.type)) only "
-                          "understands string annotations: in a module without `from __future__ "
-                          "import annotations` f.type is the class, str(int) is \"<class 'int'>\", "
-                          "so ints parse as str and bools get no --x/--no-x (the old "
-                          "parse_config handled both)", strict=True)
 def test_parse_flags_real_annotations():
     @dataclass
     class Cfg:
@@ -87,10 +82,6 @@ def test_parse_flags_real_annotations():
     assert (c.steps, c.lr, c.flag, c.tags) == (5, 0.1, False, ["a", "b"])
 
 
-@pytest.mark.xfail(reason="BUG (cosmetic): model.parse_flags (model.py:74) titles a group "
-                          "`(k.__doc__ or k.__name__)`, but @dataclass sets __doc__ to the "
-                          "signature when the class has no docstring, so the name fallback never "
-                          "fires and the group is titled \"Cfg(x: 'int' = 0)\"", strict=True)
 def test_parse_flags_group_of_a_class_without_docstring_is_its_name(capsys):
     @dataclass
     class Cfg:

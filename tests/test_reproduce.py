@@ -185,11 +185,6 @@ def test_only(study):
     assert len(study.calls()) == 5
 
 
-@pytest.mark.xfail(reason="BUG: reproduce.py runs the stages with cwd=M.REPO but checks "
-                          "summary.json, writes logs and reads the report relative to its own "
-                          "working directory: a relative --out (the default runs/repro) from "
-                          "another directory reruns every finished stage and cannot find "
-                          "analysis/report.md", strict=True)
 def test_relative_out_from_another_directory(study, tmp_path, monkeypatch):
     repo, elsewhere = tmp_path / "repo", tmp_path / "elsewhere"
     repo.mkdir()

@@ -291,9 +291,13 @@ def test_check_config_errors():
         SP.check_config(SP.Config(task_types=" , "))
     with pytest.raises(SystemExit, match="--proposer-reward"):
         SP.check_config(SP.Config(proposer_reward="max"))
-    for name in ("steps", "batch_size", "n_estimate", "seed_size", "eval_n"):
+    for name in ("steps", "n_estimate", "seed_size"):
         with pytest.raises(SystemExit, match=f"--{name.replace('_', '-')} must be >= 1"):
             SP.check_config(SP.Config(**{name: 0}))
+    with pytest.raises(SystemExit, match="--eval-n must be >= 2"):
+        SP.check_config(SP.Config(eval_n=1))
+    with pytest.raises(SystemExit, match="--eval-every >= 0"):
+        SP.check_config(SP.Config(eval_every=-1))
     with pytest.raises(SystemExit, match="--n-inputs must be >= 2"):
         SP.check_config(SP.Config(n_inputs=1))
     assert SP.check_config(SP.Config(task_types="deduction, abduction")) == ["deduction",
@@ -383,7 +387,7 @@ def test_azr_preset_solve_batch_is_the_batch_size(micro_policy, tmp_path, monkey
     written = _config_only(cfg, monkeypatch)
     assert written["style"] == "azr" and cfg.solve_batch_size == written["solve_batch_size"] == 5
     for k, v in SP.PRESETS["azr"].items():
-        if k != "solve_batch_size":
+        if k not in ("solve_batch_size", "batch_size"):  # batch_size: the explicit 5 wins
             assert written[k] == v, k
 
 
@@ -394,17 +398,21 @@ def test_main_checks_after_the_preset(micro_policy, tmp_path):
         SP.main(SP.Config(model=path, out=str(tmp_path / "a"), device="cpu", n_estimate=1))
     with pytest.raises(SystemExit, match="--loss-agg"):
         SP.main(SP.Config(model=path, out=str(tmp_path / "b"), device="cpu", loss_agg="sum"))
+    with pytest.raises(SystemExit, match="--batch-size must be >= 1"):
+        SP.main(SP.Config(model=path, out=str(tmp_path / "c"), device="cpu", batch_size=0))
 
 
 def test_step_line():
+    # s is weighted by valid proposals: (0.25 * 3 + 0.75 * 1) / 4 = 0.375
     m = {"propose/valid_rate": 0.375, "propose/deduction/s_mean": 0.25,
+         "propose/deduction/s_hist": [1, 1, 1, 0], "propose/abduction/s_hist": [0, 0, 1, 0],
          "propose/abduction/s_mean": 0.75, "solve/deduction/accuracy": 0.5,
          "solve/abduction/accuracy": 0.125, "solve/induction/accuracy": 1.0,
          "propose/entropy": 1.23456, "solve/entropy": 0.5, "time/step": 3.14159}
     line = SP.step_line(m, 7, 120, list(T.TASK_TYPES))
     assert line.startswith("step   7/120 | ")
     assert "valid 0.38" in line
-    assert "| s 0.50 |" in line
+    assert "| s 0.38 |" in line
     assert "solve ded 0.50 abd 0.12 ind 1.00" in line
     assert "H propose 1.235 solve 0.500" in line
     assert line.endswith("| 3.1s")
@@ -475,11 +483,6 @@ def test_seed_tasks_one_row_is_enough_for_deduction_and_abduction(tmp_path, monk
     assert len(S.buffers["deduction"]) == len(S.buffers["abduction"]) == 1
 
 
-@pytest.mark.xfail(reason="BUG: with --seed-tasks, seed_buffers (selfplay.py:438-439) takes one "
-                          "file row as enough for D_ded = D_abd but still tops D_ind up to "
-                          "--seed-size (default 16) with model proposals, so a file with valid "
-                          "rows of every type does not seed without the model (and a weak model "
-                          "fails after 40 rounds)", strict=True)
 def test_seed_tasks_file_with_every_type_needs_no_proposals(tmp_path, monkeypatch):
     monkeypatch.setattr(SP, "propose", _no_proposals)
     S = _session(tmp_path, seed_size=16, seed_tasks=_write_jsonl(tmp_path / "seed.jsonl",
@@ -515,9 +518,6 @@ def test_seed_tasks_missing_file(tmp_path):
         SP.seed_buffers(S)
 
 
-@pytest.mark.xfail(reason="BUG: seed_from_file (selfplay.py:410) numbers the rows, not the file's "
-                          "lines: read_jsonl skips blank lines, so after a blank line the error "
-                          "names the wrong line", strict=True)
 def test_seed_tasks_error_line_counts_blank_lines(tmp_path, monkeypatch):
     monkeypatch.setattr(SP, "propose", _no_proposals)
     bad = {"program": "def f(x):\n    return y", "input": "1"}
@@ -528,10 +528,6 @@ def test_seed_tasks_error_line_counts_blank_lines(tmp_path, monkeypatch):
         SP.seed_buffers(S)
 
 
-@pytest.mark.xfail(reason="BUG: seed_from_file (selfplay.py:420) accepts an induction row whose "
-                          "outputs are all equal, which validate() rejects as a proposal "
-                          "(outputs_identical); its docstring says rows are validated as "
-                          "proposals are", strict=True)
 def test_seed_tasks_rejects_constant_induction_row(tmp_path, monkeypatch):
     monkeypatch.setattr(SP, "propose", _no_proposals)
     row = {"program": "def f(x):\n    return 0", "inputs": ["1", "2", "3", "4"], "message": "m"}
@@ -614,14 +610,11 @@ def test_seeding_failure_writes_every_proposal_and_counts_reasons(tmp_path, monk
     rows = [json.loads(x) for x in (S.run.path / "tasks.jsonl").read_text().splitlines()]
     assert len(rows) == 40 * 8 and all(r["phase"] == "seed" and not r["valid"] for r in rows)
     assert "after 40 rounds (320 proposals)" in msg and "0/2" in msg
-    counted = ast.literal_eval(msg.split("Rejections: ", 1)[1].split("}", 1)[0] + "}")
+    counted = ast.literal_eval(msg.split("Proposals by outcome: ", 1)[1].split("}", 1)[0] + "}")
     assert counted == {"no_program": 160, "syntax": 80, "exception:NameError": 80}
     assert str(S.run.path / "tasks.jsonl") in msg and "--seed-tasks" in msg
 
 
-@pytest.mark.xfail(reason="BUG: the seeding-failure message (selfplay.py:445) counts every "
-                          "proposal's reason, so valid proposals that were set aside (guessable) "
-                          "or duplicates are listed as rejections with reason 'ok'", strict=True)
 def test_seeding_failure_does_not_count_ok_as_a_rejection(tmp_path, monkeypatch):
     def fake_propose(S, specs, step, phase):  # the toy model copying the identity triplet
         return [], [_fake_proposal(t, True, trivial=True, set_aside=True, phase=phase)
@@ -631,7 +624,8 @@ def test_seeding_failure_does_not_count_ok_as_a_rejection(tmp_path, monkeypatch)
     S = _session(tmp_path, seed_size=2)
     with pytest.raises(SystemExit, match="seeding failed") as e:
         SP.seed_buffers(S)
-    assert "'ok'" not in str(e.value).split("Rejections: ", 1)[1]
+    outcomes = str(e.value).split("Proposals by outcome: ", 1)[1]
+    assert "'ok'" not in outcomes and "'valid but guessable or a duplicate': 320" in outcomes
 
 
 def test_seeding_fails_clearly_on_the_micro_model(micro_policy, tmp_path):
@@ -644,7 +638,7 @@ def test_seeding_fails_clearly_on_the_micro_model(micro_policy, tmp_path):
                           batch_size=2, propose_max_tokens=6, solve_max_tokens=4, n_inputs=4))
     rows = [json.loads(x) for x in (out / "tasks.jsonl").read_text().splitlines()]
     assert len(rows) == 320 and not any(r["valid"] for r in rows)
-    counted = ast.literal_eval(str(e.value).split("Rejections: ", 1)[1].split("}", 1)[0] + "}")
+    counted = ast.literal_eval(str(e.value).split("Proposals by outcome: ", 1)[1].split("}", 1)[0] + "}")
     assert counted == dict(collections.Counter(r["reason"] for r in rows))
 
 
@@ -892,9 +886,6 @@ def test_update_skipped_when_all_advantages_are_zero(micro_policy, tmp_path, mon
     assert _read(tmp_path / "e" / "metrics.jsonl")[-1]["update/skipped"] == 0
 
 
-@pytest.mark.xfail(reason="BUG: --eval-n 1 passes check_config (selfplay.py:233) but the end of "
-                          "the run crashes in rlvr.finish: tasks.paired_gain needs >= 2 problems "
-                          "(ValueError, no summary.json)", strict=True)
 def test_eval_n_one_is_refused_or_runs(micro_policy, tmp_path):
     path, _, _ = micro_policy
     out = tmp_path / "e1"
@@ -906,9 +897,6 @@ def test_eval_n_one_is_refused_or_runs(micro_policy, tmp_path):
     assert (out / "summary.json").exists()
 
 
-@pytest.mark.xfail(reason="BUG: --eval-every 0 is not checked (check_config, selfplay.py:233) and "
-                          "main's `step % cfg.eval_every` (selfplay.py:695) raises "
-                          "ZeroDivisionError at step 1; rlvr.py and sft.py refuse it", strict=True)
 def test_eval_every_zero_is_refused_or_runs(micro_policy, tmp_path):
     path, _, _ = micro_policy
     out = tmp_path / "e0"

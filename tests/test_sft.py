@@ -248,7 +248,7 @@ def test_two_step_run_writes_the_run_folder(micro_policy, tmp_path):
     assert [e["step"] for e in evals] == [0, 2] and all(len(e["arith"]) == 6 for e in evals)
     samples = _lines(out, "samples.jsonl")
     assert [s["step"] for s in samples] == [0] * 6 + [2] * 6
-    assert all({"question", "gold", "response", "correct"} <= set(s) for s in samples)
+    assert all(set(s) == {"step", "set", "problem", "response", "correct"} for s in samples)
     assert json.loads((out / "summary.json").read_text()) == summary
     assert summary["steps"] == 2 and summary["base"] == {"arith": evals[0]["arith"].count("1") / 6}
     ckpts = M.RunDir(str(out)).checkpoints()
@@ -412,7 +412,8 @@ def test_presets_fill_unset_flags_and_an_explicit_flag_wins(micro_policy, tmp_pa
                                                             kw, expect):
     """Stopped right after the preset is applied (at tokenize_examples)."""
     path = micro_policy[0]
-    assert sft.PRESETS["toy"] == {"lr": 1e-3, "max_new_tokens": 64}
+    assert sft.PRESETS["toy"] == {"lr": 1e-3, "max_new_tokens": 64, "micro_batch": 32,
+                                  "grad_accum": 1}
 
     def stop(*a, **k):
         raise _Stop
@@ -428,7 +429,7 @@ def test_presets_fill_unset_flags_and_an_explicit_flag_wins(micro_policy, tmp_pa
 @pytest.mark.parametrize("kw, match", [
     (dict(steps=0), "--steps"), (dict(micro_batch=0), "--micro-batch"),
     (dict(grad_accum=0), "--grad-accum"), (dict(eval_n=0), "--eval-n"),
-    (dict(eval_every=0), "--eval-every"), (dict(max_len=5), "longer than --max-len 5"),
+    (dict(eval_every=-1), "--eval-every"), (dict(max_len=5), "longer than --max-len 5"),
     (dict(style="chat"), "--style 'chat'"), (dict(train_data="nope.jsonl"),
                                              "nope.jsonl: file not found"),
 ])
@@ -459,20 +460,14 @@ def test_training_data_without_solutions_is_refused(micro_policy, tmp_path):
         sft.main(_cfg(path, tmp_path / "run3", train_data=str(bad)))
 
 
-@pytest.mark.xfail(reason="BUG: sft.main does not check that --eval-data holds rows (rlvr.main "
-                          "does): an empty file reaches tasks.accuracy and dies with "
-                          "ZeroDivisionError in the base evaluation", strict=True)
 def test_empty_eval_data_names_the_flag(micro_policy, tmp_path):
     path = micro_policy[0]
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
-    with pytest.raises(SystemExit, match="--eval-data"):
-        sft.main(_cfg(path, tmp_path / "run", eval_data=str(empty)))
+    with pytest.raises(SystemExit, match="--eval"):
+        sft.main(_cfg(path, tmp_path / "run", eval=[f"mine={empty}"]))
 
 
-@pytest.mark.xfail(reason="BUG: a negative --lr is not checked: torch's AdamW raises "
-                          "ValueError('Invalid learning rate: -1.0'), a traceback that does not "
-                          "name the flag", strict=True)
 def test_negative_lr_names_the_flag(micro_policy, tmp_path):
     with pytest.raises(SystemExit, match="--lr"):
         sft.main(_cfg(micro_policy[0], tmp_path / "run", lr=-1.0))
@@ -480,7 +475,7 @@ def test_negative_lr_names_the_flag(micro_policy, tmp_path):
 
 def test_data_files_give_worked_solution_targets(micro_policy, tmp_path):
     """GSM8K and prompt/response rows → targets; a run on such a file trains on them and
-    evaluates on its own --eval-data."""
+    evaluates on its own --eval set."""
     good = tmp_path / "good.jsonl"
     good.write_text('{"question": "2+2", "answer": "2+2=4 #### 4"}\n'
                     '{"prompt": "3+3", "response": "3+3=6 <answer>6</answer>"}\n'
@@ -490,11 +485,12 @@ def test_data_files_give_worked_solution_targets(micro_policy, tmp_path):
         [" 2+2=4 <answer>4</answer>", " 3+3=6 <answer>6</answer>", " 1+5=6. <answer>6</answer>"]
     out = tmp_path / "run"
     sft.main(_cfg(micro_policy[0], out, steps=1, micro_batch=2, grad_accum=1, train_data=str(good),
-                  eval_data=str(good), eval_n=2))
+                  eval=[f"eval={good}"], eval_n=2))
     assert json.loads((out / "config.json").read_text())["n_examples"] == 3
     lines = _lines(out)
     assert [m["step"] for m in lines] == [0, 1] and "eval/eval/accuracy" in lines[0]
-    assert [s["question"] for s in _lines(out, "samples.jsonl")] == ["2+2", "3+3"] * 2
+    assert [(s["set"], s["problem"]) for s in _lines(out, "samples.jsonl")] == \
+        [("eval", 0), ("eval", 1)] * 2
     _, _, tok = micro_policy
     ex, _ = sft.tokenize_examples(rows, tok, "toy", 512)
     first = sft.length_bucketed_batches([len(p) + len(r) for p, r in ex], 2, seed=0, epoch=0)[0]

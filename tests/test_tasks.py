@@ -180,10 +180,6 @@ def test_check_math_int_gold_and_extraction_together():
     assert not T.check_math(T.math_answer("It is 5."), 5)                       # no answer
 
 
-@pytest.mark.xfail(reason="BUG: tasks.check_math (tasks.py:253) strips every comma from a gold "
-                          "to accept GSM8K's thousands separators, so MATH-500's list of "
-                          "roots \"-2,1\" becomes the number -21 and the answer \"-21\" is "
-                          "judged right (likewise \"12\" for a gold \"1,2\")", strict=True)
 def test_check_math_a_list_gold_is_not_a_number():
     assert not T.check_math("-21", "-2,1")       # MATH-500: "Find all the integer roots ..."
     assert not T.check_math("12", "1,2")
@@ -488,10 +484,6 @@ def test_loader_errors(tmp_path):
         T.load_math(str(tmp_path / "missing.jsonl"))
 
 
-@pytest.mark.xfail(reason="BUG: tasks.load_math and load_cruxeval (tasks.py:817 and 838) number "
-                          "the rows with enumerate(M.read_jsonl(path), 1), but read_jsonl skips "
-                          "blank lines, so after a blank line a keyless row is reported at the "
-                          "wrong line of the file", strict=True)
 def test_loader_error_names_the_file_line_after_a_blank_line(tmp_path):
     p = _write(tmp_path, "gap.jsonl", [{"problem": "p", "answer": "1"}, "", {"foo": 1}])
     with pytest.raises(SystemExit, match=r"gap\.jsonl, line 3: "):
@@ -661,10 +653,6 @@ def test_paired_gain_bad_input():
         T.paired_gain({"a": [1, 0]}, {"b": [1, 0]})
 
 
-@pytest.mark.xfail(reason="BUG: tasks.paired_gain (tasks.py:959) no longer checks that the "
-                          "clusters name one cluster per problem (the old code raised "
-                          "ValueError): zip() silently drops the problems past a short cluster "
-                          "list and the SE is computed from part of the data", strict=True)
 def test_paired_gain_clusters_must_name_one_cluster_per_problem():
     with pytest.raises(ValueError, match="cluster"):
         T.paired_gain({"a": [1, 0]}, {"a": [1, 1]}, {"a": [0]})
