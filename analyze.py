@@ -49,8 +49,8 @@ class Config:
 # Statistics (pure functions, tested on hand-computed values)
 # ==============================================================================================
 def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k of one problem with c correct of n samples (Chen et al. 2021, Eq. 1):
-    1 - C(n-c, k) / C(n, k), in the stable form 1 - Π_{i=n-c+1..n} (1 - k/i)."""
+    """Chae et al. RQ1. Unbiased pass@k of one problem with c correct of n samples (Chen et al.
+    2021, Eq. 1): 1 - C(n-c, k) / C(n, k), in the stable form 1 - Π_{i=n-c+1..n} (1 - k/i)."""
     if n < 1 or not 0 <= c <= n or not 1 <= k <= n:
         raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n (n={n}, c={c}, k={k})")
     return 1.0 if n - c < k else float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
@@ -136,10 +136,10 @@ def verdict_between(low: float, mid: float, high: float) -> str:
 # Update sparsity (streamed from the safetensors files, tensor by tensor)
 # ==============================================================================================
 def update_sparsity(before: str, after: str, tol: float = 1e-5) -> dict:
-    """S = 1 - ||θ_after - θ_before||_0 / n of Mukherjee et al.: each tensor cast to bf16 (as
-    stored, or rounded from fp32, as in their setting), the difference taken in fp32, an entry
-    unchanged when |Δ| <= tol. A tied lm_head counts once. Returns {"global", "exact_zero",
-    "per_layer", "numel"}."""
+    """Chae et al. RQ4. S = 1 - ||θ_after - θ_before||_0 / n of Mukherjee et al.: each tensor
+    cast to bf16 (as stored, or rounded from fp32, as in their setting), the difference taken in
+    fp32, an entry unchanged when |Δ| <= tol. A tied lm_head counts once. Returns {"global",
+    "exact_zero", "per_layer", "numel"}."""
     from safetensors import safe_open
 
     def files(d):
