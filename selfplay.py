@@ -236,8 +236,7 @@ def check_config(cfg: Config) -> list[str]:
                                                      f" expected one of {', '.join(PROPOSER_REWARDS)}")
     for name in ("steps", "n_estimate", "seed_size"):
         M.check(getattr(cfg, name) >= 1, f"--{name.replace('_', '-')} must be >= 1")
-    M.check(cfg.eval_n >= 2 and cfg.eval_every >= 0, "--eval-n must be >= 2 (the gain's paired "
-                                                      "SE needs two problems), --eval-every >= 0")
+    M.check_eval(cfg)
     M.check(cfg.n_inputs is None or cfg.n_inputs >= 2, "--n-inputs must be >= 2 (half are shown)")
     return types
 
@@ -675,8 +674,7 @@ def main(cfg: Config) -> dict:
           f"({', '.join(types)}), {cfg.n_estimate} samples per solve rate | {memory}")
     if cfg.grad_checkpointing:
         M.enable_grad_checkpointing(model)
-    sets = T.benchmark_sets(cfg.eval, cfg.eval_n) if cfg.eval else \
-        T.toy_sets(T.TASK_TYPES, cfg.eval_n, cfg.n_inputs)
+    sets = T.eval_sets(cfg.eval, cfg.eval_n, T.TASK_TYPES, cfg.n_inputs)
     S = Session(cfg, types, style, model, tok, rlvr.make_optimizer(model, cfg.lr), run,
                 random.Random(cfg.seed), {}, sets,
                 M.load_policy(cfg.model, cfg.device, cfg.dtype)[0] if cfg.kl_coef else None)
@@ -710,14 +708,14 @@ def main(cfg: Config) -> dict:
         with M.oom_advice("selfplay", "--micro-batch (the gradient stays the same), "
                                       "--sample-batch or --grad-checkpointing"):
             m, samples = self_play_step(S, step)
-        if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
+        if M.due(step, cfg.eval_every, cfg.steps):
             t0 = time.time()
             m.update(evaluate(step), **{"time/eval": time.time() - t0})
         run.log(step, {**m, **M.memory_stats(model.device)})
         run.log(step, samples, "samples.jsonl")
         M.say(step_line(m, step, cfg.steps, types) + ("" if m["update/skipped"] == 0 else
                                                       " | update skipped: all advantages 0"))
-        if step % cfg.save_every == 0 or step == cfg.steps:
+        if M.due(step, cfg.save_every, cfg.steps):
             run.save(step, model, tok, S.optimizer, {"buffers": S.buffers,
                                                      "rng": S.rng.getstate()}, cfg.keep_checkpoints)
     valid = [r["propose/valid_rate"] for r in run.read() if "propose/valid_rate" in r]

@@ -160,8 +160,8 @@ def accumulate_grads(model, micro_batches, pad_id: int, bf16: bool = False) -> d
 
 
 def main(cfg: Config) -> dict:
-    M.check(cfg.steps >= 1 and cfg.eval_n >= 2 and cfg.eval_every >= 0, "--steps must be >= 1, "
-            "--eval-n >= 2 (the gain's paired SE needs two problems), --eval-every >= 0")
+    M.check(cfg.steps >= 1, "--steps must be >= 1")
+    M.check_eval(cfg)
     t_start = time.time()
     M.seed_everything(cfg.seed)
     run = M.RunDir(cfg.out, logs=("metrics.jsonl", "samples.jsonl", "eval.jsonl"))
@@ -172,9 +172,7 @@ def main(cfg: Config) -> dict:
     M.check(not missing, f"--train-data {cfg.train_data}: SFT needs a worked "
             f"solution in every row (rows without one: {missing[:5]}; GSM8K reasoning before "
             f"'#### N', a MATH 'solution', or a 'response')")
-    sets = T.benchmark_sets(cfg.eval, cfg.eval_n) if cfg.eval else \
-        T.toy_sets(["arith"], cfg.eval_n)
-    M.check(all(p for _, p in sets.values()), f"--eval {cfg.eval}: a file holds no rows")
+    sets = T.eval_sets(cfg.eval, cfg.eval_n, ["arith"])
     model, tok = M.load_policy(cfg.model, cfg.device, cfg.dtype)
     style = M.prompt_style(tok, cfg.style)
     preset = M.apply_preset(cfg, PRESETS, style)
@@ -244,14 +242,14 @@ def main(cfg: Config) -> dict:
              **M.memory_stats(model.device)}
         line = (f"step {step}/{cfg.steps} | loss {st['loss']:.3f} | token accuracy "
                 f"{st['token_acc']:.3f} | lr {lr:.2e} | {m['time/step']:.1f}s")
-        if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
+        if M.due(step, cfg.eval_every, cfg.steps):
             model.eval()
             m.update(evaluate(step))
             model.train()
             line += (f" | held-out {m['eval/accuracy']:.3f} ± {m['eval/se']:.3f}, entropy "
                      f"{m['entropy']:.3f}")
         run.log(step, m)
-        if step % cfg.save_every == 0 or step == cfg.steps:
+        if M.due(step, cfg.save_every, cfg.steps):
             run.save(step, model, tok, opt, {"micro_batches": stream.position},
                      cfg.keep_checkpoints)
         M.say(line)

