@@ -1,62 +1,42 @@
 """verifier.py - the sandbox that runs model-written Python, and the AZR answer checks.
 
-Self-play (AZR, arXiv 2505.03335, sec. 3.2-3.3) executes programs the policy wrote.  No torch
-dependency; importing this module is cheap and starts nothing.
+Self-play (AZR, arXiv 2505.03335, sec. 3.2-3.3) executes programs the policy wrote.  No torch;
+importing this module is cheap and starts nothing.  Layers, outside in:
+  * a static filter in the caller (defence in depth): banned modules, dangerous builtins where
+    they really name the builtin (symtable), dunders outside an allowlist; each rule is named;
+  * two fork servers, fresh interpreters (never forked from the caller) with hash seeds 0 and 1
+    and no other environment, preloading harmless stdlib and forking a child per job;
+  * the child: own process group, /dev/null stdio, only the result pipe open, capped print();
+    cwd a fresh job directory (as root: chroot into it, uid/gid 65534); rlimits and alarm(); an
+    audit hook that reports and os._exit()s on a forbidden event (never a raise, which the
+    program could catch); restricted builtins.  It runs ``f(<args>)`` (exactly one call), checks
+    the value's exact builtin types and size before repr and reports it behind a per-job nonce;
+  * the server kills the child's group at the wall deadline and removes its directory; a dead
+    server is respawned and its leftovers killed; servers exit when their stdin closes.
 
-What runs where
-  * The caller runs a static filter (defence in depth, not the sandbox): AZR's banned modules and
-    more, the dangerous builtins where they really name the builtin (symtable), dunder names and
-    attributes outside an allowlist.  Each rejection names its rule.
-  * Two fork servers, fresh interpreters started on first use (never forked from the caller,
-    which may hold torch and a model) with hash seeds 0 and 1 and no other environment, preload
-    harmless stdlib modules and fork a fresh child per job, ``workers`` at a time.
-  * The child joins its own process group, has /dev/null as stdio, only the result pipe open and
-    capped print() output; its cwd is a fresh job directory (as root: chroot into it and uid/gid
-    65534, so it is the only writable place the child sees and RLIMIT_NPROC bites).  It gets
-    rlimits and an alarm(), an audit hook that reports and ends the process (os._exit; never a
-    raise, which the program's try/except would swallow) on a forbidden event, and restricted
-    builtins.  It runs ``f(<args>)`` (args must parse as exactly one call), checks the value's
-    exact builtin types and size before calling repr (no program code runs in repr) and reports
-    the repr behind a random per-job nonce.
-  * The server kills the child's process group at the wall deadline, reaps it and removes its job
-    directory.  A dead server is respawned and its leftover processes killed.  Servers exit when
-    the caller closes their stdin (close(), atexit, or the caller dying).
+Protects against: runaway CPU, sleep, memory and output; fork bombs; writes, renames and deletes
+outside the job directory (inside: at most MAX_WRITE_OPENS files of DEFAULT_FILE_MB MiB); network;
+killing the trainer or the servers; leaked processes; hash-seed and id() non-determinism; return
+values that run code in repr or are gigantic.
 
-Protects against: runaway CPU, sleeping, memory and output; fork bombs; writes, renames and
-deletes outside the job directory; network; killing the trainer or the servers; leaked child
-processes; hash-seed and id() non-determinism (two executions, different hash seeds and
-address-space layouts); return values that run code in repr or that are gigantic.
+Does NOT protect against (no containers, namespaces or seccomp): reads by a program that escapes
+the filter (without root the audit hook's open() check is all); forgery of its own result by
+code that escapes filter and builtins and reaches os.write on the result pipe (the nonce lives
+only in closures built before the fork, frames/gc/code objects are audit-killed and the runner
+uses only references captured before the program starts: naive forgeries fail); calls that fire
+no audit event (sleep/select: only the wall timeout; threads as root without the uid drop);
+kernel or CPython bugs, side channels, CPU taken by up to ``2 * workers`` children.
 
-Does NOT protect against (no containers, namespaces or seccomp -- not available everywhere):
-  * Reads.  Without root (no chroot) the audit hook blocks open() outside the job directory, but
-    a determined program with a filter bypass may still find read paths that fire no event.
-  * Forgery of its own result.  Program code that escapes both the filter and the restricted
-    builtins (e.g. operator.attrgetter on dunder names) can reach os.write on the result pipe.
-    The nonce (held only in closures the server builds before the fork; frames, gc and code
-    objects are audit-killed) keeps naive forgeries out, and the runner uses only references
-    captured before the program starts (patching builtins, os or json does not redirect it).
-    Beyond that, only the filter and the guard prevent forgery.
-  * Programs that fire no audit event: time.sleep/select (only the wall timeout stops them),
-    threads when running as root without the uid drop, os.mknod/os.mkfifo and
-    pidfd_send_signal (deleted from their modules in the server instead).
-  * Without root there is no uid drop: the audit hook and rlimits are then the whole guard
-    (RLIMIT_NPROC=0 still blocks fork and threads for a non-root user).
-  * Kernel or CPython bugs, side channels, and CPU time taken from other users by up to
-    ``2 * workers`` concurrent children.  (Disk use is bounded: at most MAX_WRITE_OPENS files
-    of at most ``file_mb`` MiB per job, removed with the job directory.)
-
-Public API (results always in input order): ``Result(ok, value, error)`` and ``Result.kind``
-(the text of ``error`` before its first colon: syntax, banned, args, no_function, exception,
-memory, timeout, forbidden, exit, crash, output, value, nondeterministic, internal); ``Pool``;
-``run_many``, ``validate_many``, ``check_deduction``, ``check_abduction_many``,
-``check_induction_many``, ``check_program``, ``configure``, ``shutdown``; the limits and policy
-tables below (DEFAULT_TIMEOUT, BANNED_MODULES, ...).
+``Result.kind`` (``error`` before its first colon) is one of: syntax, banned, args, no_function,
+exception, memory, timeout, forbidden, exit, crash, output, value, nondeterministic, internal.
 """
 from __future__ import annotations
 
 import _ast                      # C node classes; the big `ast` module loads lazily (caller side)
 import _thread                   # a lock without importing threading (loaded in every interpreter)
 import collections
+import contextlib
+import functools
 import json
 import os
 import signal
@@ -218,27 +198,10 @@ def _walk_rules(tree):
     return None
 
 
-_PROGRAM_CACHE = {}
-
-
-def check_program(program):
-    """Static checks of a program text: parses, passes the filter, defines a top-level ``f``.
-
-    Returns None when the program is acceptable, else the error string ("<kind>: <detail>").
-    Cached (programs are re-run with many inputs).
-    """
-    if not isinstance(program, str):
-        return f"syntax: program must be a str, got {type(program).__name__}"
-    err = _PROGRAM_CACHE.get(program, False)
-    if err is False:
-        err = _check_program_text(program)
-        if len(_PROGRAM_CACHE) > 4096:      # plain dict ops: safe under the GIL from any thread
-            _PROGRAM_CACHE.clear()
-        _PROGRAM_CACHE[program] = err
-    return err
-
-
-def _check_program_text(program):
+@functools.lru_cache(maxsize=4096)
+def _check_program(program):
+    """Static checks of a program str: parses, passes the filter, defines a top-level ``f``.
+    None when acceptable, else the error string.  Cached: programs are re-run with many inputs."""
     import ast
     if len(program) > MAX_PROGRAM_CHARS:
         return f"syntax: program longer than {MAX_PROGRAM_CHARS} characters"
@@ -282,7 +245,9 @@ def _parse_call_args(args):
 def _check_job(program, args):
     """Static checks of a (program, args) pair; None when fine, else the error string."""
     import ast
-    err = check_program(program)
+    if not isinstance(program, str):
+        return f"syntax: program must be a str, got {type(program).__name__}"
+    err = _check_program(program)
     if err:
         return err
     call = _parse_call_args(args)
@@ -963,16 +928,6 @@ def _proc_sessions():
     return found
 
 
-def _kill_session(sid):
-    """SIGKILL every process of session ``sid`` (a dead server's left-over children)."""
-    for pid, (_, s) in _proc_sessions().items():
-        if s == sid:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-
-
 def _default_workers():
     """Children per server: $ZEROPLAY_VERIFIER_WORKERS, else the CPUs this process may use."""
     env = os.environ.get("ZEROPLAY_VERIFIER_WORKERS")
@@ -987,7 +942,8 @@ def _default_workers():
 
 
 def _default_tmp_dir():
-    """$ZEROPLAY_VERIFIER_TMPDIR, else /dev/shm (tmpfs) when writable, else the system temp dir."""
+    """$ZEROPLAY_VERIFIER_TMPDIR, else /dev/shm when writable (one mkdir+rmdir: ~20 us on tmpfs,
+    ~3 ms on this machine's ext4 /tmp), else the system temp dir."""
     env = os.environ.get("ZEROPLAY_VERIFIER_TMPDIR")
     if env:
         return env
@@ -1024,14 +980,14 @@ class _Server:
         self.generation += 1
         self.dir = os.path.join(p.base_dir, f"s{self.index}-{self.generation}")
         os.mkdir(self.dir, 0o711)
-        cfg = {"workers": p.workers, "dir": self.dir, "mem_mb": p.memory_mb, "file_mb": p.file_mb,
-               "max_value_chars": p.max_value_chars, "max_output_chars": p.max_output_chars,
-               "drop": p.drop_privileges}
+        cfg = {"workers": p.workers, "dir": self.dir, "mem_mb": DEFAULT_MEMORY_MB,
+               "file_mb": DEFAULT_FILE_MB, "max_value_chars": MAX_VALUE_CHARS,
+               "max_output_chars": MAX_OUTPUT_CHARS, "drop": p.drop_privileges}
         # Not -I: it implies -E, which ignores PYTHONHASHSEED.  -S: no site (its .pth files would
         # import ~100 modules, random and time among them, into every sandbox); -s: no user
         # site; -P: neither script directory nor cwd on sys.path; -B: no .pyc files.
         self.proc = subprocess.Popen(
-            [p.python, "-S", "-s", "-P", "-B", "-c", _BOOT, code_path, json.dumps(cfg)],
+            [sys.executable, "-S", "-s", "-P", "-B", "-c", _BOOT, code_path, json.dumps(cfg)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={"PYTHONHASHSEED": str(self.seed)},
             cwd=self.dir, start_new_session=True, close_fds=True)
         self.buf = b""
@@ -1075,7 +1031,10 @@ class _Server:
             proc.wait(5)
         except Exception:
             pass
-        _kill_session(proc.pid)
+        for pid, (_, sid) in _proc_sessions().items():     # the dead server's leftovers
+            if sid == proc.pid:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
         try:
             proc.stdout.close()
         except OSError:
@@ -1084,34 +1043,21 @@ class _Server:
 
 
 class Pool:
-    """Two fork servers (hash seeds ``hash_seeds``) running sandboxed jobs; thread-safe.
+    """Two fork servers (hash seeds 0 and 1) running sandboxed jobs; thread-safe.
 
     workers: children per server at once (default: CPUs available, $ZEROPLAY_VERIFIER_WORKERS).
-    timeout: default wall seconds per execution.  memory_mb / file_mb: RLIMIT_AS / RLIMIT_FSIZE.
+    timeout: default wall seconds per execution.
     drop_privileges: chroot + uid 65534 when running as root (default: whenever root).
-    tmp_dir: where job directories live (default: /dev/shm when writable -- one mkdir+rmdir on
-    this machine's ext4 /tmp costs ~3 ms, on tmpfs ~20 us -- else the system temp dir).
     Servers start lazily on first use and stop at close() / interpreter exit.
     """
 
-    def __init__(self, workers=None, timeout=DEFAULT_TIMEOUT, memory_mb=DEFAULT_MEMORY_MB,
-                 file_mb=DEFAULT_FILE_MB, max_value_chars=MAX_VALUE_CHARS,
-                 max_output_chars=MAX_OUTPUT_CHARS, drop_privileges=None, hash_seeds=(0, 1),
-                 python=None, tmp_dir=None):
+    def __init__(self, workers=None, timeout=DEFAULT_TIMEOUT, drop_privileges=None):
         if workers is not None and int(workers) < 1:
             raise ValueError(f"verifier: workers must be >= 1, got {workers}")
-        if len(hash_seeds) != 2 or hash_seeds[0] == hash_seeds[1]:
-            raise ValueError(f"verifier: need two different hash seeds, got {hash_seeds}")
         self.workers = int(workers) if workers else _default_workers()
         self.timeout = _check_timeout(timeout)
-        self.memory_mb, self.file_mb = int(memory_mb), int(file_mb)
-        self.max_value_chars, self.max_output_chars = int(max_value_chars), int(max_output_chars)
         self.drop_privileges = (os.geteuid() == 0) if drop_privileges is None else bool(drop_privileges)
-        self.hash_seeds = tuple(int(s) for s in hash_seeds)
-        self.python = python or sys.executable
-        self.tmp_dir = tmp_dir or _default_tmp_dir()
-        if not self.python:
-            raise RuntimeError("verifier: sys.executable is empty; pass python=<interpreter path>")
+        self.hash_seeds = (0, 1)
         self.base_dir = None
         self._servers = None
         self._owner = os.getpid()
@@ -1131,7 +1077,7 @@ class Pool:
         if self._servers is None:
             import atexit
             import tempfile
-            self.base_dir = tempfile.mkdtemp(prefix="zeroplay-verifier-", dir=self.tmp_dir)
+            self.base_dir = tempfile.mkdtemp(prefix="zeroplay-verifier-", dir=_default_tmp_dir())
             os.chmod(self.base_dir, 0o711)
             self._servers = [_Server(self, i, s) for i, s in enumerate(self.hash_seeds)]
             atexit.register(self.close)
@@ -1172,11 +1118,12 @@ class Pool:
             self._servers = None
             _remove_tree(self.base_dir)
 
-    def __enter__(self):
-        return self.start()
+    def server_pids(self):
+        return [s.proc.pid for s in self._servers]
 
-    def __exit__(self, *exc):
-        self.close()
+    def server_info(self):
+        """Each server's start-up report (pid, drop, chroot, workers)."""
+        return [s.info for s in self._servers]
 
     # -- execution ---------------------------------------------------------------------------
     def _execute(self, tasks):
@@ -1330,30 +1277,14 @@ def _as_jobs(jobs):
     return out
 
 
-_DEFAULT = {"pool": None, "config": {}, "lock": _thread.allocate_lock()}
-
-
-def configure(**kwargs):
-    """Set the options of the module-level default pool (see ``Pool``); restarts it if running."""
-    Pool(**kwargs)                    # validates the options
-    shutdown()
-    with _DEFAULT["lock"]:
-        _DEFAULT["config"] = dict(kwargs)
-
-
-def shutdown():
-    """Stop the default pool's servers (they restart lazily on the next call)."""
-    with _DEFAULT["lock"]:
-        pool, _DEFAULT["pool"] = _DEFAULT["pool"], None
-    if pool is not None:
-        pool.close()
+_DEFAULT = {"pool": None, "lock": _thread.allocate_lock()}
 
 
 def _default_pool():
     """The module-level pool used by the functions below (created lazily)."""
     with _DEFAULT["lock"]:
         if _DEFAULT["pool"] is None:
-            _DEFAULT["pool"] = Pool(**_DEFAULT["config"])
+            _DEFAULT["pool"] = Pool()
         return _DEFAULT["pool"]
 
 

@@ -33,7 +33,7 @@ def no_filter():
 
 def server_pids(p):
     """Process ids of a started pool's two servers."""
-    return [s.proc.pid for s in p._servers]
+    return p.server_pids()
 
 
 def respawns(p):
@@ -320,7 +320,7 @@ def test_environment_is_not_leaked(pool):
 
 
 def test_uid_drop_and_chroot_when_root(pool):
-    info = [s.info for s in pool._servers]      # each server's start-up report
+    info = pool.server_info()                   # each server's start-up report
     if not ROOT_USER:
         assert not any(i["drop"] for i in info)
         return
@@ -358,8 +358,10 @@ def test_import_is_light_and_servers_are_lazy():
     assert out.stdout.split("\n")[:2] == ["[]", "None"], out
 
 
-def test_module_level_api_and_configure():
-    V.configure(workers=1, timeout=3.0)
+def test_module_level_api(monkeypatch):
+    """The module-level functions run on the lazily made default pool."""
+    monkeypatch.setenv("ZEROPLAY_VERIFIER_WORKERS", "1")
+    monkeypatch.setitem(V._DEFAULT, "pool", None)
     try:
         assert V.run_many([("def f(a, b=2):\n    return a ** b", "3")]) == \
             [V.Result(True, "9", None)]
@@ -371,8 +373,8 @@ def test_module_level_api_and_configure():
         assert rs[0].value == "-2" and rs[1].kind == "no_function"
         assert V._DEFAULT["pool"].workers == 1
     finally:
-        V.configure()
-        V.shutdown()
+        if V._DEFAULT["pool"] is not None:
+            V._DEFAULT["pool"].close()
     with pytest.raises(ValueError, match="workers"):
         V.Pool(workers=0)
     with pytest.raises(ValueError, match="pair"):
