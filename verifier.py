@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import _ast                      # C node classes; the big `ast` module loads lazily (caller side)
 import _thread                   # a lock without importing threading (loaded in every interpreter)
+import builtins
 import collections
 import contextlib
 import functools
@@ -341,7 +342,6 @@ class _CappedWriter:
 
 def _safe_builtins(allowed_imports, real_import):
     """Builtins dict for program code: dangerous names removed, import and getattr restricted."""
-    import builtins
     safe = {k: v for k, v in vars(builtins).items() if k not in BANNED_BUILTINS}
 
     def _import(name, globals=None, locals=None, fromlist=(), level=0):
@@ -434,6 +434,11 @@ def _make_guard(report, root, gate, stdlib_files, *, _type=type, _str=str, _byte
                 parts.append(p)
         return "/" + "/".join(parts)
 
+    def count_write():
+        writes[0] += 1
+        if writes[0] > max_writes:
+            die(f"more than {max_writes} files created or opened for writing")
+
     def inside(path):
         p = resolve(path)
         return p is not None and (root == "/" or p == root or p.startswith(root_prefix))
@@ -449,9 +454,7 @@ def _make_guard(report, root, gate, stdlib_files, *, _type=type, _str=str, _byte
                 die(f"open of {_describe(path)} outside the job directory")
             if (flags or 0) & write_flags or (_type(mode) is _str and (
                     "w" in mode or "a" in mode or "x" in mode or "+" in mode)):
-                writes[0] += 1
-                if writes[0] > max_writes:
-                    die(f"more than {max_writes} files created or opened for writing")
+                count_write()
             return
         spec = path_events.get(event)
         if spec is not None:
@@ -462,9 +465,7 @@ def _make_guard(report, root, gate, stdlib_files, *, _type=type, _str=str, _byte
                 if i < _len(args) and not inside(args[i]):
                     die(f"{event} of {_describe(args[i])} outside the job directory")
             if event in creating:
-                writes[0] += 1
-                if writes[0] > max_writes:
-                    die(f"more than {max_writes} files created or opened for writing")
+                count_write()
             return
         if event == "import":
             name = args[0]
@@ -488,14 +489,9 @@ def _make_guard(report, root, gate, stdlib_files, *, _type=type, _str=str, _byte
     return hook
 
 
-def _builtin_exceptions():
-    import builtins
-    return frozenset(v for v in vars(builtins).values()
-                     if isinstance(v, type) and issubclass(v, BaseException))
-
-
 def _exception_text(e, _type=type, _str=str, _all=all, _plain=(str, int, float),
-                    _builtin=_builtin_exceptions(), _tname=_type_name):
+                    _builtin=frozenset(v for v in vars(builtins).values() if isinstance(v, type)
+                                       and issubclass(v, BaseException)), _tname=_type_name):
     """'Name: message' of an exception without running program code (the message only for
     builtin exception classes whose args are plain str/int/float)."""
     t = _type(e)
@@ -664,10 +660,8 @@ def _preload():
     enc_dir = os.path.dirname(encodings.__file__)
     for fn in sorted(os.listdir(enc_dir)):
         if fn.endswith(".py") and fn != "__init__.py":
-            try:
+            with contextlib.suppress(Exception):  # platform-specific codecs (mbcs, oem)
                 __import__("encodings." + fn[:-3])
-            except Exception:        # platform-specific codecs (mbcs, oem)
-                pass
     files = set()
     for name, mod in list(sys.modules.items()):
         f = getattr(mod, "__file__", None)
@@ -701,10 +695,8 @@ def _remove_tree(path):
                 os.unlink(entry.path)
         except OSError:
             pass
-    try:
+    with contextlib.suppress(OSError):
         os.rmdir(path)
-    except OSError:
-        pass
 
 
 def _probe_privileges(st):
@@ -801,10 +793,8 @@ def _serve(cfg):
 
     def finish(pid, timed_out):
         job, rfd, _, pidfd, nonce, buf = running.pop(pid)
-        try:
+        with contextlib.suppress(OSError):
             os.killpg(pid, signal.SIGKILL)   # the whole group; the leader is not reaped yet
-        except OSError:
-            pass
         _, status = os.waitpid(pid, 0)
         if pidfd is not None:
             sel.unregister(pidfd)
@@ -839,10 +829,8 @@ def _serve(cfg):
         if pid == 0:
             _child_main(job, wfd, prepared, st)       # never returns
         os.close(wfd)
-        try:
+        with contextlib.suppress(OSError):
             os.setpgid(pid, pid)
-        except OSError:
-            pass
         os.set_blocking(rfd, False)
         sel.register(rfd, selectors.EVENT_READ, ("pipe", pid))
         pidfd = None
@@ -891,10 +879,8 @@ def _serve(cfg):
                 pass
             _remove_tree(r[0]["dir"])
         _remove_tree(st.dir)
-        try:
+        with contextlib.suppress(OSError):
             os.rmdir(os.path.dirname(st.dir))    # the pool's dir, once both servers are gone
-        except OSError:
-            pass
 
 
 def _serve_main(cfg_json):
@@ -1035,10 +1021,8 @@ class _Server:
             if sid == proc.pid:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
-        try:
+        with contextlib.suppress(OSError):
             proc.stdout.close()
-        except OSError:
-            pass
         _remove_tree(self.dir)
 
 
@@ -1218,7 +1202,11 @@ class Pool:
         import zlib
         timeout = self.timeout if timeout is None else _check_timeout(timeout)
         out, tasks = [], []
-        for program, args in _as_jobs(jobs):
+        jobs = list(jobs)
+        for j in jobs:
+            if not (isinstance(j, (tuple, list)) and len(j) == 2):
+                raise ValueError(f"verifier: a job must be a (program, args) pair, got {j!r:.80}")
+        for program, args in jobs:
             err = _check_job(program, args)
             if err:
                 out.append(Result(False, None, err))
@@ -1266,15 +1254,6 @@ def _check_timeout(timeout):
 
 def _short(text, n=60):
     return text if len(text) <= n else text[: n - 3] + "..."
-
-
-def _as_jobs(jobs):
-    out = []
-    for j in jobs:
-        if not (isinstance(j, (tuple, list)) and len(j) == 2):
-            raise ValueError(f"verifier: a job must be a (program, args) pair, got {j!r:.80}")
-        out.append((j[0], j[1]))
-    return out
 
 
 _DEFAULT = {"pool": None, "lock": _thread.allocate_lock()}
