@@ -724,27 +724,8 @@ def _probe_privileges(st):
     return found[0], found[0] or found[1]
 
 
-def _describe_exit(status, job, st):
-    """Error text for a child that ended without a (valid) result."""
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = str(sig)
-        if sig in (signal.SIGXCPU, signal.SIGALRM, signal.SIGKILL):
-            return f"timeout: CPU/wall limit of {job['t']:g} s reached (killed by {name})"
-        return f"crash: the process was killed by {name}"
-    code = os.WEXITSTATUS(status)
-    if code == EXIT_OUTPUT:
-        return f"output: the program printed more than {st.max_output_chars} characters"
-    if code == EXIT_FORBIDDEN:
-        return "forbidden: the audit guard stopped the program"
-    return f"exit: the program ended its process (exit code {code}) without returning"
-
-
-def _parse_child_report(buf, nonce, status, job, st):
-    """(ok, value, error) from what a finished child wrote, checking the nonce."""
+def _child_result(buf, nonce, status, job, st):
+    """(ok, value, error) of a finished child: its report behind the nonce, else why it ended."""
     code = os.waitstatus_to_exitcode(status)
     if buf and code in (0, EXIT_FORBIDDEN):
         text = buf.decode("utf-8", "replace")
@@ -755,7 +736,19 @@ def _parse_child_report(buf, nonce, status, job, st):
             if text[n] == "F":
                 return False, None, text[n + 1:][:1000]
         return False, None, "internal: the child sent a malformed result (forgery attempt?)"
-    return False, None, _describe_exit(status, job, st)
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        if -code in (signal.SIGXCPU, signal.SIGALRM, signal.SIGKILL):
+            return False, None, f"timeout: CPU/wall limit of {job['t']:g} s reached (killed by {name})"
+        return False, None, f"crash: the process was killed by {name}"
+    if code == EXIT_OUTPUT:
+        return False, None, f"output: the program printed more than {st.max_output_chars} characters"
+    if code == EXIT_FORBIDDEN:
+        return False, None, "forbidden: the audit guard stopped the program"
+    return False, None, f"exit: the program ended its process (exit code {code}) without returning"
 
 
 def _serve(cfg):
@@ -766,8 +759,7 @@ def _serve(cfg):
     sel = selectors.DefaultSelector()
     os.set_blocking(0, False)
     sel.register(0, selectors.EVENT_READ, None)
-    pidfd_open = getattr(os, "pidfd_open", None)   # deleted from os by _harden_server
-    has_pidfd = pidfd_open is not None
+    pidfd_open = os.pidfd_open       # deleted from os by _harden_server
     out = sys.stdout.buffer
     pending = collections.deque()
     running = {}                     # pid -> [job, read_fd, deadline, pidfd, nonce, buffer]
@@ -796,9 +788,8 @@ def _serve(cfg):
         with contextlib.suppress(OSError):
             os.killpg(pid, signal.SIGKILL)   # the whole group; the leader is not reaped yet
         _, status = os.waitpid(pid, 0)
-        if pidfd is not None:
-            sel.unregister(pidfd)
-            os.close(pidfd)
+        sel.unregister(pidfd)
+        os.close(pidfd)
         try:
             sel.unregister(rfd)
         except KeyError:             # already at EOF
@@ -810,7 +801,7 @@ def _serve(cfg):
         if timed_out:
             ok, value, error = False, None, f"timeout: exceeded {job['t']:g} s wall time"
         else:
-            ok, value, error = _parse_child_report(buf, nonce, status, job, st)
+            ok, value, error = _child_result(buf, nonce, status, job, st)
         out.write(json.dumps({"i": job["i"], "ok": ok, "v": value, "e": error}).encode() + b"\n")
 
     def start(job):
@@ -833,10 +824,8 @@ def _serve(cfg):
             os.setpgid(pid, pid)
         os.set_blocking(rfd, False)
         sel.register(rfd, selectors.EVENT_READ, ("pipe", pid))
-        pidfd = None
-        if has_pidfd:
-            pidfd = pidfd_open(pid)
-            sel.register(pidfd, selectors.EVENT_READ, pid)
+        pidfd = pidfd_open(pid)
+        sel.register(pidfd, selectors.EVENT_READ, pid)
         running[pid] = [job, rfd, time.monotonic() + float(job["t"]), pidfd, nonce, bytearray()]
 
     try:
@@ -846,8 +835,6 @@ def _serve(cfg):
             wait = None
             if running:
                 wait = max(0.0, min(r[2] for r in running.values()) - time.monotonic())
-                if not has_pidfd:
-                    wait = min(wait, 0.002)
             for key, _ in sel.select(wait):
                 if key.data is None:
                     chunk = os.read(0, 1 << 20)
@@ -862,10 +849,6 @@ def _serve(cfg):
                         sel.unregister(r[1])
                 elif key.data in running:
                     finish(key.data, False)
-            if not has_pidfd:
-                for pid in list(running):
-                    if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-                        finish(pid, False)
             now = time.monotonic()
             for pid in [p for p, r in running.items() if r[2] <= now]:
                 finish(pid, True)
@@ -1269,20 +1252,15 @@ def _default_pool():
 
 # ---- Public API: execution and validation ----------------------------------------------------
 def run_many(jobs, timeout=None):
-    """Execute ``f(<args>)`` once in the sandbox for each (program, args); list[Result] in order,
-    executed in parallel (``Result.value`` is the repr of the return value)."""
+    """Execute ``f(<args>)`` once in the sandbox for each (program, args), in parallel;
+    list[Result] in order (``Result.value`` is the repr of the return value)."""
     return _default_pool().run_many(jobs, timeout)
 
 
 def validate_many(jobs, timeout=None):
-    """Validate proposed (program, input) pairs (AZR sec. 3.2): filter, then two executions with
-    different hash seeds whose values must be ``==`` (compared as parsed-back reprs, so a set
-    printed in another order agrees); list[Result] in order, ok -> value is the gold output repr
-    (the first execution's).
-
-    Deviations from the AZR code: AZR calls f twice in one process and compares with ``!=`` (which
-    misses hash-seed and id() non-determinism); AZR truncates outputs to 400 characters, we reject
-    values whose repr exceeds ``max_value_chars`` and values that are not Python literals."""
+    """Validate proposed (program, input) pairs (AZR sec. 3.2), as ``Pool.validate_many``.
+    AZR calls f twice in one process (missing hash-seed and id() non-determinism) and truncates
+    outputs to 400 characters; we reject values over MAX_VALUE_CHARS or not Python literals."""
     return _default_pool().validate_many(jobs, timeout)
 
 
