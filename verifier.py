@@ -276,6 +276,7 @@ def _literal_repr(value, max_chars, max_depth=MAX_VALUE_DEPTH, *, _type=type, _l
     (None, reason).  No user code runs: exact types only (no subclasses), checked before repr.
     Builtins (types too) are bound as defaults so that a program that patched ``builtins``
     cannot redirect it."""
+    too_large = None, f"value: return value too large (repr over {max_chars} characters)"
     est, stack = 0, [(value, 0)]
     while stack:
         v, depth = stack.pop()
@@ -304,7 +305,7 @@ def _literal_repr(value, max_chars, max_depth=MAX_VALUE_DEPTH, *, _type=type, _l
                 return None, f"value: nested deeper than {max_depth} (or self-referential)"
             est += 2 + 2 * _len(v)
             if est > max_chars:
-                return None, f"value: return value too large (repr over {max_chars} characters)"
+                return too_large
             if t is dict:
                 for k, x in v.items():
                     stack.append((k, depth + 1))
@@ -315,10 +316,10 @@ def _literal_repr(value, max_chars, max_depth=MAX_VALUE_DEPTH, *, _type=type, _l
         else:
             return None, f"value: unsupported return type '{_tname(t)}' (not a Python literal)"
         if est > max_chars:
-            return None, f"value: return value too large (repr over {max_chars} characters)"
+            return too_large
     text = _repr(value)
     if _len(text) > max_chars:
-        return None, f"value: return value too large (repr over {max_chars} characters)"
+        return too_large
     return text, None
 
 
@@ -582,19 +583,6 @@ def _child_main(job, wfd, prepared, srv):
         _exit(code)
 
 
-def _compile_job(job):
-    """(program code, call code) of a job, or an error string.  Runs in the server, before the
-    fork, so that children start with warm code objects (cheaper than compiling in each child)."""
-    try:
-        prog = compile(job["p"], SANDBOX_FILENAME, "exec", dont_inherit=True)
-        call = _parse_call_args(job["a"])
-        if type(call) is str:
-            return call
-        return prog, compile(_ast.Expression(call), ARGS_FILENAME, "eval", dont_inherit=True)
-    except Exception as e:           # SyntaxError, ValueError (NUL bytes), RecursionError, ...
-        return f"syntax: {type(e).__name__}: {e}"[:300]
-
-
 def _run_program(job, prepared, srv, *, _type=type, _callable=callable, _exec=exec,
                  _eval=eval, _literal_repr=_literal_repr, _exception_text=_exception_text,
                  _MemoryError=MemoryError, _SystemExit=SystemExit, _BaseException=BaseException):
@@ -802,14 +790,23 @@ def _serve(cfg):
             ok, value, error = False, None, f"timeout: exceeded {job['t']:g} s wall time"
         else:
             ok, value, error = _child_result(buf, nonce, status, job, st)
-        out.write(json.dumps({"i": job["i"], "ok": ok, "v": value, "e": error}).encode() + b"\n")
+        answer(job["i"], ok, value, error)
+
+    def answer(i, ok, value, error):
+        out.write(json.dumps({"i": i, "ok": ok, "v": value, "e": error}).encode() + b"\n")
 
     def start(job):
         nonlocal counter
-        job["code"] = _compile_job(job)
-        if type(job["code"]) is str:
-            out.write(json.dumps({"i": job["i"], "ok": False, "v": None, "e": job["code"]}).encode() + b"\n")
-            return
+        try:                         # compiled here, before the fork: children get warm code
+            prog = compile(job["p"], SANDBOX_FILENAME, "exec", dont_inherit=True)
+            call = _parse_call_args(job["a"])
+            if type(call) is not str:
+                job["code"] = prog, compile(_ast.Expression(call), ARGS_FILENAME, "eval",
+                                            dont_inherit=True)
+        except Exception as e:       # SyntaxError, ValueError (NUL bytes), RecursionError, ...
+            call = f"syntax: {type(e).__name__}: {e}"[:300]
+        if type(call) is str:
+            return answer(job["i"], False, None, call)
         counter += 1
         job["dir"] = os.path.join(st.dir, f"j{counter}")
         os.mkdir(job["dir"], 0o700)
@@ -904,10 +901,7 @@ def _default_workers():
         if not env.strip().isdigit() or int(env) < 1:
             raise ValueError(f"verifier: ZEROPLAY_VERIFIER_WORKERS must be a positive integer, got {env!r}")
         return int(env)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    return len(os.sched_getaffinity(0))
 
 
 def _default_tmp_dir():
@@ -1268,13 +1262,13 @@ def validate_many(jobs, timeout=None):
 _NOT_LITERAL = object()
 
 
-def _literal(text, max_chars=200_000):
+def _literal(text):
     """ast.literal_eval of a stripped answer/gold text, or _NOT_LITERAL (never eval)."""
     import ast
     if not isinstance(text, str):
         return _NOT_LITERAL
     text = text.strip()
-    if not text or len(text) > max_chars:
+    if not text or len(text) > 200_000:
         return _NOT_LITERAL
     try:
         return ast.literal_eval(text)
