@@ -1129,27 +1129,16 @@ class Pool:
                 with selectors.DefaultSelector() as sel:
                     for si, s in enumerate(self._servers):
                         if per[si]:
-                            sel.register(s.proc.stdout.fileno(), selectors.EVENT_READ,
-                                         (si, "r", s.generation))
+                            sel.register(s.proc.stdout, selectors.EVENT_READ, si)
                         if outbuf[si]:
-                            sel.register(s.proc.stdin.fileno(), selectors.EVENT_WRITE,
-                                         (si, "w", s.generation))
+                            sel.register(s.proc.stdin, selectors.EVENT_WRITE, si)
                     events = sel.select(1.0)
-                for key, _ in events:
-                    si, what, generation = key.data
-                    s = self._servers[si]
-                    if not per[si] or s.generation != generation:
-                        continue        # answered already, or the server was respawned
-                    if what == "w":
-                        try:
-                            n = os.write(key.fd, outbuf[si][:1 << 16])
-                            del outbuf[si][:n]
-                        except BlockingIOError:
-                            pass
-                        except OSError:
-                            server_failed(si, "died")
-                        continue
+                for key, mask in events:
+                    si, s = key.data, self._servers[key.data]
                     try:
+                        if mask & selectors.EVENT_WRITE:
+                            del outbuf[si][:os.write(key.fd, outbuf[si][:1 << 16])]
+                            continue
                         chunk = os.read(key.fd, 1 << 20)
                     except BlockingIOError:
                         continue
@@ -1157,7 +1146,7 @@ class Pool:
                         chunk = b""
                     if not chunk:
                         server_failed(si, "died")
-                        continue
+                        break           # the remaining events are stale (they come again if not)
                     s.buf += chunk
                     *lines, s.buf = s.buf.split(b"\n")
                     for line in lines:
