@@ -174,20 +174,17 @@ def _walk_rules(tree):
     """First static-rule violation in an AST (imports, dunders), as an error string, or None."""
     import ast
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                for part in alias.name.split("."):
-                    if part in BANNED_MODULES:
-                        src = "AZR banned module" if part in AZR_BANNED_MODULES else "sandbox banned module"
-                        return f"banned: import of '{alias.name}' ({src})"
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            frm = isinstance(node, ast.ImportFrom)
+            if frm and node.level:
                 return "banned: relative import"
-            for part in (node.module or "").split("."):
-                if part in BANNED_MODULES:
-                    src = "AZR banned module" if part in AZR_BANNED_MODULES else "sandbox banned module"
-                    return f"banned: import from '{node.module}' ({src})"
-            for alias in node.names:
+            for name in [node.module or ""] if frm else [a.name for a in node.names]:
+                bad = [part for part in name.split(".") if part in BANNED_MODULES]
+                if bad:
+                    src = "AZR" if bad[0] in AZR_BANNED_MODULES else "sandbox"
+                    verb = "import from" if frm else "import of"
+                    return f"banned: {verb} '{name}' ({src} banned module)"
+            for alias in node.names if frm else ():
                 if alias.name == "*" or _is_dunder(alias.name) or alias.name in BANNED_MODULES:
                     return f"banned: 'from {node.module} import {alias.name}'"
         elif isinstance(node, ast.Attribute):
@@ -729,14 +726,16 @@ def _child_result(buf, nonce, status, job, st):
             name = signal.Signals(-code).name
         except ValueError:
             name = str(-code)
+        err = f"crash: the process was killed by {name}"
         if -code in (signal.SIGXCPU, signal.SIGALRM, signal.SIGKILL):
-            return False, None, f"timeout: CPU/wall limit of {job['t']:g} s reached (killed by {name})"
-        return False, None, f"crash: the process was killed by {name}"
-    if code == EXIT_OUTPUT:
-        return False, None, f"output: the program printed more than {st.max_output_chars} characters"
-    if code == EXIT_FORBIDDEN:
-        return False, None, "forbidden: the audit guard stopped the program"
-    return False, None, f"exit: the program ended its process (exit code {code}) without returning"
+            err = f"timeout: CPU/wall limit of {job['t']:g} s reached (killed by {name})"
+    elif code == EXIT_OUTPUT:
+        err = f"output: the program printed more than {st.max_output_chars} characters"
+    elif code == EXIT_FORBIDDEN:
+        err = "forbidden: the audit guard stopped the program"
+    else:
+        err = f"exit: the program ended its process (exit code {code}) without returning"
+    return False, None, err
 
 
 def _serve(cfg):
@@ -851,6 +850,7 @@ def _serve(cfg):
                 finish(pid, True)
             out.flush()
     finally:
+        sys.stderr = sys.__stderr__          # the capped writer would swallow a traceback
         for pid, r in list(running.items()):
             try:
                 os.killpg(pid, signal.SIGKILL)
@@ -861,16 +861,6 @@ def _serve(cfg):
         _remove_tree(st.dir)
         with contextlib.suppress(OSError):
             os.rmdir(os.path.dirname(st.dir))    # the pool's dir, once both servers are gone
-
-
-def _serve_main(cfg_json):
-    """Entry point of a server process (see _Server.start)."""
-    try:
-        _serve(json.loads(cfg_json))
-    except BaseException:
-        sys.stderr = sys.__stderr__              # the capped writer would swallow the traceback
-        raise
-    sys.exit(0)
 
 
 # ---- Caller side: server processes and the pool ----------------------------------------------
@@ -925,7 +915,7 @@ _BOOT = ("import sys, marshal\n"
          "v.__file__ = code.co_filename\n"
          "sys.modules[v.__name__] = v\n"
          "exec(code, v.__dict__)\n"
-         "v._serve_main(sys.argv[2])\n")
+         "v._serve(v.json.loads(sys.argv[2]))\n")
 
 
 class _Server:
