@@ -974,16 +974,12 @@ class _Server:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        try:
+        with contextlib.suppress(Exception):     # OSError (broken pipe), TimeoutExpired
             proc.stdin.close()
             proc.wait(grace)
-        except Exception:            # OSError (broken pipe), subprocess.TimeoutExpired
-            pass
-        try:
+        with contextlib.suppress(Exception):
             proc.kill()
             proc.wait(5)
-        except Exception:
-            pass
         for pid, (_, sid) in _proc_sessions().items():     # the dead server's leftovers
             if sid == proc.pid:
                 with contextlib.suppress(OSError):
@@ -1009,11 +1005,8 @@ class Pool:
         self.timeout = _check_timeout(timeout)
         self.drop_privileges = (os.geteuid() == 0) if drop_privileges is None else bool(drop_privileges)
         self.hash_seeds = (0, 1)
-        self.base_dir = None
-        self._servers = None
-        self._owner = os.getpid()
-        self._lock = _thread.allocate_lock()
-        self._next_id = 0
+        self.base_dir, self._servers, self._next_id = None, None, 0
+        self._owner, self._lock = os.getpid(), _thread.allocate_lock()
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self):
