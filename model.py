@@ -721,7 +721,7 @@ class RunDir:
         drop = max(0, len(older) - keep + 1) if keep else 0
         for c in older[:drop]:
             shutil.rmtree(c)
-        if older[drop:]:  # the optimizer state is needed only to resume, from the newest checkpoint
+        if older[drop:]:  # the optimizer state is needed only to resume, from the newest
             ts = torch.load(older[-1] / "trainer_state.pt", weights_only=False)
             if ts.get("optimizer") is not None:
                 torch.save({**ts, "optimizer": None}, older[-1] / "trainer_state.pt")
