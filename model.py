@@ -141,8 +141,8 @@ def seed_everything(seed: int) -> None:
 
 def progress(iterable, desc: str, **kw):
     """A progress bar on a terminal; nothing in a log file (no flood of redraws there)."""
-    return tqdm(iterable, desc=desc, dynamic_ncols=True, leave=False, disable=not sys.stderr.isatty(),
-                **kw)
+    return tqdm(iterable, desc=desc, dynamic_ncols=True, leave=False,
+                disable=not sys.stderr.isatty(), **kw)
 
 
 def say(msg: str) -> None:
