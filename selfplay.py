@@ -263,8 +263,8 @@ class Session:
 def sample_grouped(S: Session, prompts: list[str], stops: list[tuple], n: int,
                    temperature: float, max_new_tokens: int) -> tuple[list, list[list[str]]]:
     """n samples per prompt; prompts with the same stop strings share `model.sample` calls.
-    Returns ([(rollout, prompt indices)], texts): sample j of a rollout answers prompts[idx[j // n]];
-    texts[i] = the n responses to prompts[i]."""
+    Returns ([(rollout, prompt indices)], texts): sample j of a rollout answers
+    prompts[idx[j // n]]; texts[i] = the n responses to prompts[i]."""
     chunks, texts = [], [[] for _ in prompts]
     for stop in dict.fromkeys(stops):
         idx = [i for i, s in enumerate(stops) if s == stop]
