@@ -139,14 +139,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def on_terminal() -> bool:
-    return sys.stderr.isatty()
-
-
 def progress(iterable, desc: str, **kw):
     """A progress bar on a terminal; nothing in a log file (no flood of redraws there)."""
-    return tqdm(iterable, desc=desc, dynamic_ncols=True, leave=False, disable=not on_terminal(),
-                **kw)
+    return tqdm(iterable, desc=desc, dynamic_ncols=True, leave=False,
+                disable=not sys.stderr.isatty(), **kw)
 
 
 def say(msg: str) -> None:
@@ -207,7 +203,7 @@ def load_policy(name: str, device: str = "auto", dtype: str = "auto"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    if not on_terminal():  # transformers' own loading bars would flood a log file
+    if not sys.stderr.isatty():  # transformers' own loading bars would flood a log file
         hf_logging.disable_progress_bar()
     path = resolve_model(name)
     dev = pick_device(device)
@@ -695,8 +691,6 @@ class RunDir:
         return read_jsonl(self.path / file) if (self.path / file).exists() else []
 
     def checkpoints(self) -> list[Path]:
-        if not self.ckpt_dir.exists():
-            return []
         return sorted(p for p in self.ckpt_dir.glob("step_*") if (p / "config.json").exists())
 
     def claim(self, resume: bool) -> None:
@@ -724,11 +718,10 @@ class RunDir:
         shutil.rmtree(d, ignore_errors=True)
         tmp.rename(d)
         older = [c for c in self.checkpoints() if c != d]
-        if keep:
-            for c in older[:max(0, len(older) - keep + 1)]:
-                shutil.rmtree(c)
-            older = older[max(0, len(older) - keep + 1):]
-        if older:  # the optimizer state is needed only to resume, from the newest checkpoint
+        drop = max(0, len(older) - keep + 1) if keep else 0
+        for c in older[:drop]:
+            shutil.rmtree(c)
+        if older[drop:]:  # the optimizer state is needed only to resume, from the newest
             ts = torch.load(older[-1] / "trainer_state.pt", weights_only=False)
             if ts.get("optimizer") is not None:
                 torch.save({**ts, "optimizer": None}, older[-1] / "trainer_state.pt")

@@ -261,25 +261,19 @@ class Session:
 
 
 def sample_grouped(S: Session, prompts: list[str], stops: list[tuple], n: int,
-                   temperature: float, max_new_tokens: int) -> list[tuple[M.Rollout, list[int]]]:
+                   temperature: float, max_new_tokens: int) -> tuple[list, list[list[str]]]:
     """n samples per prompt; prompts with the same stop strings share `model.sample` calls.
-    Returns [(rollout, prompt indices)]: sample j of a rollout answers prompts[idx[j // n]]."""
-    out = []
+    Returns ([(rollout, prompt indices)], texts): sample j of a rollout answers
+    prompts[idx[j // n]]; texts[i] = the n responses to prompts[i]."""
+    chunks, texts = [], [[] for _ in prompts]
     for stop in dict.fromkeys(stops):
         idx = [i for i, s in enumerate(stops) if s == stop]
-        out.append((M.sample(S.model, S.tok, [prompts[i] for i in idx], n=n,
-                             temperature=temperature, max_new_tokens=max_new_tokens,
-                             stop=list(stop), batch_size=S.cfg.sample_batch), idx))
-    return out
-
-
-def texts_of(chunks, n_prompts: int, n: int) -> list[list[str]]:
-    """texts[i] = the n responses to prompt i, from `sample_grouped` chunks."""
-    texts = [[] for _ in range(n_prompts)]
-    for ro, idx in chunks:
+        ro = M.sample(S.model, S.tok, [prompts[i] for i in idx], n=n, temperature=temperature,
+                      max_new_tokens=max_new_tokens, stop=list(stop), batch_size=S.cfg.sample_batch)
+        chunks.append((ro, idx))
         for j, text in enumerate(ro.texts):
             texts[idx[j // n]].append(text)
-    return texts
+    return chunks, texts
 
 
 def reject_reason(error: str | None) -> str:
@@ -339,8 +333,8 @@ def propose(S: Session, specs: list[tuple], step: int, phase: str):
         prompts.append(T.propose_induction_prompt(prog, cfg.n_inputs, S.style) if t == "induction"
                        else T.propose_prompt(t, refs, S.style))
     stops = [tuple(T.stop_strings("propose", t, S.style)) for t, _, _ in specs]
-    chunks = sample_grouped(S, prompts, stops, 1, cfg.temperature, cfg.propose_max_tokens)
-    texts = [x[0] for x in texts_of(chunks, len(prompts), 1)]
+    chunks, texts = sample_grouped(S, prompts, stops, 1, cfg.temperature, cfg.propose_max_tokens)
+    texts = [x[0] for x in texts]
     props = [{} for _ in specs]
     for t in dict.fromkeys(s[0] for s in specs):
         mine = [i for i, s in enumerate(specs) if s[0] == t]
@@ -364,8 +358,8 @@ def estimate(S: Session, props: list[dict]):
     if valid:
         prompts = [T.solve_prompt(p["type"], T.solver_view(p["type"], p), S.style) for p in valid]
         stops = [tuple(T.stop_strings("solve", p["type"], S.style)) for p in valid]
-        chunks = sample_grouped(S, prompts, stops, n, cfg.temperature, cfg.solve_max_tokens)
-        answers = texts_of(chunks, len(valid), n)
+        chunks, answers = sample_grouped(S, prompts, stops, n, cfg.temperature,
+                                         cfg.solve_max_tokens)
         for t in S.types:
             mine = [j for j, p in enumerate(valid) if p["type"] == t]
             if not mine:
@@ -392,8 +386,8 @@ def solve(S: Session, step: int, metrics: dict):
         return [], [], []
     prompts = [T.solve_prompt(t, T.solver_view(t, task), S.style) for t, task in tasks]
     stops = [tuple(T.stop_strings("solve", t, S.style)) for t, _ in tasks]
-    chunks = sample_grouped(S, prompts, stops, 1, cfg.temperature, cfg.solve_max_tokens)
-    texts = [x[0] for x in texts_of(chunks, len(prompts), 1)]
+    chunks, texts = sample_grouped(S, prompts, stops, 1, cfg.temperature, cfg.solve_max_tokens)
+    texts = [x[0] for x in texts]
     rewards = [0.0] * len(tasks)
     for t in S.types:
         mine = [i for i, (tt, _) in enumerate(tasks) if tt == t]
@@ -663,8 +657,8 @@ def main(cfg: Config) -> dict:
     preset = M.apply_preset(cfg, PRESETS, style)
     M.check(cfg.batch_size >= 1, "--batch-size must be >= 1")
     cfg.solve_batch_size = cfg.solve_batch_size or cfg.batch_size
-    longest = max(cfg.propose_max_tokens, cfg.solve_max_tokens)
-    memory = M.fit_memory(cfg, model, 2048, longest)  # K refs: long proposer prompts
+    memory = M.fit_memory(cfg, model, 2048, max(cfg.propose_max_tokens, cfg.solve_max_tokens))
+    # 2048: K refs make long proposer prompts
     rlvr.check_pg(cfg)
     M.check(not (cfg.train_on_estimates and cfg.n_estimate < 2), "--train-on-estimates needs "
                                                                  "--n-estimate >= 2 (a group)")
