@@ -2,7 +2,8 @@
 
     python rlvr.py                                    # toy base, toy arithmetic → runs/rlvr
     python rlvr.py --scale-rewards group --loss-agg seq_mean          # GRPO (Shao et al. 2024)
-    python rlvr.py --model Qwen/Qwen2.5-0.5B --train-data gsm8k_train.jsonl --eval-data gsm8k_test.jsonl
+    python rlvr.py --model Qwen/Qwen2.5-0.5B --train-data gsm8k_train.jsonl \
+        --eval gsm8k=gsm8k_test.jsonl
 
 One step: sample G answers per prompt → reward 1 if math-verify accepts the answer, else 0 →
 group-relative advantages → one policy-gradient update → log → checkpoint. The update

@@ -3,7 +3,8 @@ al. 2025 next to RLVR and self-play (SFT updates parameters densely and does not
 entropy the way RL does).
 
     python sft.py                                   # toy base, worked toy-arithmetic solutions
-    python sft.py --model Qwen/Qwen2.5-0.5B --train-data gsm8k_train.jsonl --eval-data gsm8k_test.jsonl
+    python sft.py --model Qwen/Qwen2.5-0.5B --train-data gsm8k_train.jsonl \
+        --eval gsm8k=gsm8k_test.jsonl
 
 The prompt is the one RLVR trains and evaluates on (tasks.math_prompt); the response is the worked
 solution (toy: " 4*2=8. 3+8=11. <answer>11</answer>"; azr: " <reasoning> </think> <answer>N
