@@ -1,15 +1,9 @@
-"""tasks.py — what the model is asked, and how its answer is judged.
-
-  formats     the prompts of AZR's three code task types for both roles, and of math, in two
-              styles: "azr", AZR's R1 <think>/<answer> wrapper for real models (AZR Figs. 33-39,
-              our wording), and "toy", compact templates of the same fenced blocks that the toy
-              base was pretrained on; the stop strings, the parsers, the induction half-split
-  score       correctness of answers: deduction, abduction and induction through verifier.py,
-              math through Hugging Face's math-verify
-  toy world   seeded generators of small `def f(...)` programs and of arithmetic with worked
-              solutions (the toy base's pretraining corpus), with train/held-out splits
-  benchmarks  loaders of GSM8K, MATH-500 and CRUXEval JSONL files
-  evaluate    the one held-out evaluator (every script's), and the paired gain with its SE
+"""tasks.py — what the model is asked, and how its answer is judged: the prompts of AZR's three
+code task types (both roles) and of math, in AZR's R1 <think>/<answer> style (AZR Figs. 33-39,
+our wording) or the compact "toy" style the toy base was pretrained on, with stop strings and
+parsers; scoring (code through verifier.py's sandbox, math through math-verify); the seeded toy
+world (small programs and arithmetic, train/held-out splits); benchmark loaders; the one held-out
+evaluator and the paired gain.
 
 Left out on purpose: the AZR prompts' exact wording, task types beyond AZR's three (code_e), and
 AZR's composite-function and intrinsic-reward variants (its appendix D: they did not help).
@@ -49,7 +43,6 @@ def fence(tag: str, body: str) -> str:
 
 
 def snippet(program: str, inp: str, out: str) -> str:
-    """One reference triplet (program, input, output) as three fenced blocks."""
     return fence("python", program) + fence("input", inp) + fence("output", out)
 
 
@@ -106,13 +99,6 @@ def solve_prompt(task_type: str, task: dict, style: str) -> str:
     return R1_WRAPPER.format(instruction=f"{shown}{what} Put the block inside <answer>.")
 
 
-def humaneval_prompt(problem: dict) -> str:
-    """A HumanEval problem (R1 style only): complete the function the docstring describes."""
-    return R1_WRAPPER.format(instruction=(
-        f"Complete this Python function:\n{fence('python', problem['prompt'].strip())}Give the "
-        f"whole function in a ```python block inside <answer>."))
-
-
 def math_prompt(question: str, style: str) -> str:
     """A math question; the toy base was pretrained on "Problem: q\\nSolution: steps <answer>N
     </answer>" documents, so its prompt is that prefix."""
@@ -148,16 +134,13 @@ def solver_view(task_type: str, task: dict) -> dict:
 
 _BLOCK = {tag: re.compile(rf"```{tag}\n(.*?)\n?```", re.S)
           for tag in ("python", "input", "output", "message")}
-
-
 _R1 = re.compile(r"(.*?)</think>\s*<answer>(.*?)</answer>", re.S)
 
 
 def answer_region(text: str, style: str) -> str | None:
-    r"""The part of a response that holds the answer. R1 style: AZR's format check (its
-    `(?s)<think>.*?</think>\s*<answer>.*?</answer>`, the prompt having opened <think>): the
-    reasoning closes, only whitespace follows before <answer>, which closes; the content of that
-    <answer>, or None (a format error, for both roles)."""
+    r"""The part of a response that holds the answer: all of it (toy), else the content of
+    <answer> under AZR's format check `(?s)<think>.*?</think>\s*<answer>.*?</answer>` (the
+    prompt opened <think>), or None (a format error, for both roles)."""
     if style == "toy":
         return text
     m = _R1.match(text)
@@ -317,7 +300,6 @@ WORDS = ["Hello World", "hello", "world", "abc", "cat", "dog", "level", "noon", 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 MAX_REPR = 40          # drop tasks whose output repr is longer than this
 INT_LIMIT = 30         # drop tasks with any int result (also inside lists) with |v| >= INT_LIMIT
-SPLITS = ("train", "heldout")
 
 
 def split_of(text):
@@ -325,28 +307,14 @@ def split_of(text):
     return "heldout" if int(hashlib.sha1(text.encode()).hexdigest(), 16) % 10 == 0 else "train"
 
 
-def _rand_int(rng):
-    return rng.randint(0, 12)
-
-
-def _rand_str(rng):
-    if rng.random() < 0.5:
-        return rng.choice(WORDS)
-    return "".join(rng.choice(LETTERS) for _ in range(rng.randint(2, 6)))
-
-
-def _rand_list(rng):
-    return [rng.randint(0, 9) for _ in range(rng.randint(2, 4))]
-
-
-# argument kinds -> value samplers
-KINDS = {
-    "int": _rand_int,                           # 0..12
+KINDS = {  # argument kinds -> value samplers
+    "int": lambda rng: rng.randint(0, 12),
     "pos": lambda rng: rng.randint(1, 5),       # divisor / modulus
     "rep": lambda rng: rng.randint(1, 3),       # repeat count / small multiplier
     "idx": lambda rng: rng.randint(0, 4),       # slice bound
-    "str": _rand_str,
-    "list": _rand_list,
+    "str": lambda rng: (rng.choice(WORDS) if rng.random() < 0.5 else
+                        "".join(rng.choice(LETTERS) for _ in range(rng.randint(2, 6)))),
+    "list": lambda rng: [rng.randint(0, 9) for _ in range(rng.randint(2, 4))],
 }
 VAR = {"int": "x", "str": "s", "list": "nums"}  # parameter name for single-argument programs
 KIND_WORD = {"int": "a number", "str": "a string", "list": "a list of numbers"}
@@ -377,32 +345,26 @@ def fam_identity(rng):
 def fam_arithmetic(rng):
     c, m = _c(rng), _m(rng)
     if rng.random() < 0.6:
-        expr = rng.choice([f"x + {c}", f"x - {c}", f"x * {m}", f"x // {m}", f"x % {_c(rng, 2, 5)}",
-                           f"{c} - x", f"abs(x - {c + 3})"])
-        level = 1
+        expr, level = rng.choice([f"x + {c}", f"x - {c}", f"x * {m}", f"x // {m}",
+                                  f"x % {_c(rng, 2, 5)}", f"{c} - x", f"abs(x - {c + 3})"]), 1
     else:
-        expr = rng.choice([f"x * {m} + {c}", f"x * {m} - {c}", f"(x + {c}) % {_c(rng, 2, 5)}",
-                           f"(x + {c}) // {m}", f"x + x", f"x - x // {m}", f"x * x % 10",
-                           f"x // {m} + x % {m}"])
-        level = 2
+        expr, level = rng.choice([f"x * {m} + {c}", f"x * {m} - {c}",
+                                  f"(x + {c}) % {_c(rng, 2, 5)}", f"(x + {c}) // {m}", f"x + x",
+                                  f"x - x // {m}", f"x * x % 10", f"x // {m} + x % {m}"]), 2
     msg = "uses the number twice" if expr.count("x") >= 2 else "does arithmetic on a number"
     return ["x"], ["int"], [f"return {expr}"], level, msg
 
 
 def fam_two_arg(rng):
-    c = _c(rng)
+    _c(rng)  # unused, but drawn: the toy base's corpus follows this exact RNG sequence
     form = rng.choice(["ii", "ii", "sn", "st", "ln"])
     if form == "ii":
-        bkind = "int"
         if rng.random() < 0.6:
             expr, level = rng.choice(["a + b", "a - b", "max(a, b)", "min(a, b)", "b - a"]), 1
         else:
-            expr, level = rng.choice(["a % b", "a // b", "a * b", "abs(a - b)", f"(a + b) % {_c(rng, 2, 5)}",
-                                      "a * 2 + b", "a + b + b"]), 2
-            if expr in ("a % b", "a // b"):
-                bkind = "pos"
-            if expr == "a * b":
-                bkind = "rep"
+            expr, level = rng.choice(["a % b", "a // b", "a * b", "abs(a - b)",
+                                      f"(a + b) % {_c(rng, 2, 5)}", "a * 2 + b", "a + b + b"]), 2
+        bkind = {"a % b": "pos", "a // b": "pos", "a * b": "rep"}.get(expr, "int")
         return ["a", "b"], ["int", bkind], [f"return {expr}"], level, "takes two numbers"
     if form == "sn":
         expr = rng.choice(["s[:n]", "s[n:]", "s * n", "s[n]", "s[n:] + s[:n]", "len(s) + n"])
@@ -410,8 +372,8 @@ def fam_two_arg(rng):
         level = 1 if expr in ("s[:n]", "s[n:]", "s * n", "s[n]") else 2
         return ["s", "n"], ["str", kind], [f"return {expr}"], level, "takes a string and a number"
     if form == "st":
-        expr = rng.choice(["s + t", "t + s", "len(s) + len(t)", "s == t", f"s + '{rng.choice(' -')}' + t",
-                           "s[0] + t[0]", "max(s, t)"])
+        expr = rng.choice(["s + t", "t + s", "len(s) + len(t)", "s == t",
+                           f"s + '{rng.choice(' -')}' + t", "s[0] + t[0]", "max(s, t)"])
         level = 1 if expr in ("s + t", "t + s", "s == t") else 2
         return ["s", "t"], ["str", "str"], [f"return {expr}"], level, "takes two strings"
     expr = rng.choice(["nums[:n]", "nums + [n]", "nums.count(n)", "n in nums", "sum(nums) + n",
@@ -423,32 +385,31 @@ def fam_two_arg(rng):
 def fam_string(rng):
     ch, ch2 = _ch(rng), _ch(rng)
     if rng.random() < 0.6:
-        expr = rng.choice(["s.upper()", "s.lower()", "s[::-1]", "s[0]", "s[-1]", "s[:2]", "s[1:]",
-                           "len(s)", f"s + '{ch}'", f"s.count('{ch}')", "s.capitalize()",
-                           "s.swapcase()", "s.title()", f"'{ch}' in s"])
-        level = 1
+        expr, level = rng.choice(["s.upper()", "s.lower()", "s[::-1]", "s[0]", "s[-1]", "s[:2]",
+                                  "s[1:]", "len(s)", f"s + '{ch}'", f"s.count('{ch}')",
+                                  "s.capitalize()", "s.swapcase()", "s.title()", f"'{ch}' in s"]), 1
     else:
-        expr = rng.choice(["s[::2]", "s[1:-1]", f"s.find('{ch}')", f"s.replace('{ch}', '{ch2}')",
-                           "s == s[::-1]", f"s.startswith('{ch}')", "s.split()", "s[0] + s[-1]",
-                           "s[-2:] + s[:2]", "len(s) % 3", "s.upper()[::-1]", "s * 2"])
-        level = 2
+        expr, level = rng.choice(["s[::2]", "s[1:-1]", f"s.find('{ch}')",
+                                  f"s.replace('{ch}', '{ch2}')", "s == s[::-1]",
+                                  f"s.startswith('{ch}')", "s.split()", "s[0] + s[-1]",
+                                  "s[-2:] + s[:2]", "len(s) % 3", "s.upper()[::-1]", "s * 2"]), 2
     return ["s"], ["str"], [f"return {expr}"], level, "works on a string"
 
 
 def fam_list(rng):
     c = _c(rng, 1, 5)
     if rng.random() < 0.55:
-        expr = rng.choice(["sum(nums)", "len(nums)", "max(nums)", "min(nums)", "sorted(nums)",
-                           "nums[::-1]", "nums[0]", "nums[-1]", "nums[:2]", f"nums + [{c}]",
-                           "sorted(nums, reverse=True)", f"nums.count({c})", "nums[1:]"])
-        level = 1
+        expr, level = rng.choice(["sum(nums)", "len(nums)", "max(nums)", "min(nums)",
+                                  "sorted(nums)", "nums[::-1]", "nums[0]", "nums[-1]", "nums[:2]",
+                                  f"nums + [{c}]", "sorted(nums, reverse=True)", f"nums.count({c})",
+                                  "nums[1:]"]), 1
     else:
-        expr = rng.choice([f"[v + {c} for v in nums]", f"[v * {_m(rng)} for v in nums]",
-                           f"[v for v in nums if v > {c}]", "[v % 2 for v in nums]",
-                           "sum(v for v in nums if v % 2 == 0)", f"len([v for v in nums if v < {c}])",
-                           "max(nums) - min(nums)", "nums.index(max(nums))", "[v - 1 for v in nums]",
-                           "sum(nums) % 10", "sorted(nums)[1]"])
-        level = 2
+        expr, level = rng.choice([f"[v + {c} for v in nums]", f"[v * {_m(rng)} for v in nums]",
+                                  f"[v for v in nums if v > {c}]", "[v % 2 for v in nums]",
+                                  "sum(v for v in nums if v % 2 == 0)",
+                                  f"len([v for v in nums if v < {c}])", "max(nums) - min(nums)",
+                                  "nums.index(max(nums))", "[v - 1 for v in nums]",
+                                  "sum(nums) % 10", "sorted(nums)[1]"]), 2
     return ["nums"], ["list"], [f"return {expr}"], level, "works on a list of numbers"
 
 
@@ -460,19 +421,16 @@ def fam_conditional(rng):
         params, kinds, msg = ["x"], ["int"], "decides between cases of a number"
         rets = [f"x + {_c(rng)}", f"x - {_c(rng)}", f"x * {_m(rng)}", f"x // {_m(rng)}", "x % 3",
                 str(_c(rng, 0, 9)), "0", "x", "-x", f"{c} - x"]
-        if three:
-            c2 = c + _c(rng, 1, 4)
-            conds = [f"x < {c}", f"x < {c2}"]
-        else:
-            conds = [rng.choice([f"x > {c}", f"x < {c}", "x % 2 == 0", f"x == {c}", f"x >= {c}",
-                                 "x % 3 == 0"])]
+        conds = [f"x < {c}", f"x < {c + _c(rng, 1, 4)}"] if three else [rng.choice(
+            [f"x > {c}", f"x < {c}", "x % 2 == 0", f"x == {c}", f"x >= {c}", "x % 3 == 0"])]
     elif kind == "str":
         params, kinds, msg = ["s"], ["str"], "checks something about a string"
         ch = _ch(rng)
-        rets = ["s.upper()", "s[::-1]", "s[:2]", "len(s)", "'yes'", "'no'", "s + '!'", "s[0]", "s[-1]",
-                "s.lower()"]
+        rets = ["s.upper()", "s[::-1]", "s[:2]", "len(s)", "'yes'", "'no'", "s + '!'", "s[0]",
+                "s[-1]", "s.lower()"]
         conds = [rng.choice([f"len(s) > {_c(rng, 2, 5)}", "s == s[::-1]", f"'{ch}' in s",
-                             f"s.startswith('{ch}')", "s[0] == s[-1]", "s.islower()", f"len(s) % 2 == 0"])]
+                             f"s.startswith('{ch}')", "s[0] == s[-1]", "s.islower()",
+                             "len(s) % 2 == 0"])]
     elif kind == "list":
         params, kinds, msg = ["nums"], ["list"], "branches on a list of numbers"
         rets = ["max(nums)", "min(nums)", "sum(nums)", "sorted(nums)", "nums[0]", "len(nums)",
@@ -482,19 +440,16 @@ def fam_conditional(rng):
             conds = [f"sum(nums) < {s1}", f"sum(nums) < {s1 + _c(rng, 3, 8)}"]
         else:
             conds = [rng.choice([f"sum(nums) > {_c(rng, 5, 20)}", f"len(nums) > {_c(rng, 2, 3)}",
-                                 f"{_c(rng, 0, 9)} in nums", "nums[0] < nums[-1]", "nums == sorted(nums)",
-                                 f"max(nums) > {_c(rng, 4, 8)}"])]
+                                 f"{_c(rng, 0, 9)} in nums", "nums[0] < nums[-1]",
+                                 "nums == sorted(nums)", f"max(nums) > {_c(rng, 4, 8)}"])]
     else:
         params, kinds, msg = ["a", "b"], ["int", "int"], "compares two numbers"
         rets = ["a - b", "b - a", "a + b", "a", "b", "0", "a * 2", "b // 2", f"a + {_c(rng)}"]
-        if three:
-            conds = ["a > b", "a == b"]
-        else:
-            conds = [rng.choice(["a > b", "a < b", "a == b", "a % 2 == 0", f"a + b > {c + 6}",
-                                 "a >= b"])]
+        conds = ["a > b", "a == b"] if three else [rng.choice(
+            ["a > b", "a < b", "a == b", "a % 2 == 0", f"a + b > {c + 6}", "a >= b"])]
     picks = rng.sample(rets, len(conds) + 1)
     lines = [f"if {conds[0]}:", f"    return {picks[0]}"]
-    if len(conds) == 2:
+    if three:
         lines += [f"elif {conds[1]}:", f"    return {picks[1]}", "else:", f"    return {picks[2]}"]
     elif rng.random() < 0.5:
         lines += ["else:", f"    return {picks[1]}"]
@@ -924,8 +879,10 @@ def toy_sets(names, n: int, n_inputs: int = 6) -> dict[str, tuple[str, list[dict
 def eval_prompt(kind: str, problem: dict, style: str) -> str:
     if kind == "math":
         return math_prompt(problem["question"], style)
-    if kind == "humaneval":
-        return humaneval_prompt(problem)
+    if kind == "humaneval":  # R1 style only: complete the function the docstring describes
+        return R1_WRAPPER.format(instruction=(
+            f"Complete this Python function:\n{fence('python', problem['prompt'].strip())}Give "
+            f"the whole function in a ```python block inside <answer>."))
     return solve_prompt(kind, solver_view(kind, problem), style)
 
 
