@@ -11,6 +11,7 @@ AZR's composite-function and intrinsic-reward variants (its appendix D: they did
 from __future__ import annotations
 
 import ast
+import functools
 import gzip
 import hashlib
 import json
@@ -531,12 +532,6 @@ FAMILIES = {  # name: (generator, weight in %)
     "loop": (fam_loop, 10),
     "pipeline": (fam_pipeline, 14),
 }
-_FAM_NAMES = list(FAMILIES)
-_FAM_WEIGHTS = [FAMILIES[k][1] for k in _FAM_NAMES]
-
-
-def _draw_family(rng):
-    return rng.choices(_FAM_NAMES, weights=_FAM_WEIGHTS)[0]
 
 
 def _draw_program(rng, family):
@@ -545,48 +540,26 @@ def _draw_program(rng, family):
     return f"def f({', '.join(params)}):\n" + "\n".join("    " + ln for ln in body), kinds, level, msg
 
 
-def _draw_args(rng, kinds):
-    values = [KINDS[k](rng) for k in kinds]
-    return ", ".join(repr(v) for v in values)
-
-
-# ----------------------------------------------------------------------------------------------
-# Executing the generator's own programs
-# ----------------------------------------------------------------------------------------------
-_FN_CACHE = {}
-
-
-def run_program(program, args_text):
-    """Return f(*args) for a program text and an argument text.
-
-    SAFETY: this exec's in-process and is only for the trusted programs generated in this
-    file. Model-written code must never go through here; it runs in verifier.py's sandbox.
-    """
-    fn = _FN_CACHE.get(program)
-    if fn is None:
-        ns = {}
-        exec(compile(program, "<toy>", "exec"), ns)  # trusted: our own generated program text
-        fn = _FN_CACHE[program] = ns["f"]
-        if len(_FN_CACHE) > 200_000:
-            _FN_CACHE.clear()
-    args = eval(f"({args_text},)", {"__builtins__": {}})  # trusted: repr of our own drawn values
-    return fn(*args)
+@functools.lru_cache(maxsize=200_000)
+def _compiled(program):
+    """f of a program text. SAFETY: exec'd in-process, so only for the trusted programs this file
+    generates; model-written code must never come here, it runs in verifier.py's sandbox."""
+    ns = {}
+    exec(compile(program, "<toy>", "exec"), ns)  # trusted: our own generated program text
+    return ns["f"]
 
 
 def _small(v):
-    if isinstance(v, bool) or isinstance(v, str):
-        return True
-    if isinstance(v, int):
-        return abs(v) < INT_LIMIT
     if isinstance(v, list):
         return all(_small(x) for x in v)
-    return False  # floats, None, tuples... are not part of the toy world
+    # floats, None, tuples... are not part of the toy world
+    return isinstance(v, (bool, str)) or (isinstance(v, int) and abs(v) < INT_LIMIT)
 
 
 def _output(program, args_text):
     """repr of f(*args), or None if it raises, is too long, or has big ints."""
-    try:
-        value = run_program(program, args_text)
+    try:  # eval is trusted here: args_text is the repr of our own drawn values
+        value = _compiled(program)(*eval(f"({args_text},)", {"__builtins__": {}}))
     except Exception:
         return None
     if not _small(value):
@@ -599,9 +572,9 @@ _MAX_DUP_TRIES = 30  # per item: how many already-seen candidates to skip before
 _MAX_KIND_TRIES = 1000  # per heldout item: failed candidates of its kind before the kind is redrawn
 
 
-def _generate(n, rng, split, draw_kind, make_one, key):
-    """Shared loop: for each item draw its kind (family or level) with draw_kind(rng), then
-    candidates with make_one(rng, split, seen, kind) -> dict | None | "dup"; keep those of `split`.
+def _generate(n, rng, split, weights, make_one, key):
+    """Shared loop: for each item draw its kind (family or level) by `weights`, then candidates
+    make_one(rng, split, seen, kind) -> dict | None | "dup"; keep those of `split`.
 
     Train items: a failed candidate (None) redraws the kind; items may repeat a program (with a
     different input). Heldout items keep their drawn kind through failed candidates (up to
@@ -611,11 +584,11 @@ def _generate(n, rng, split, draw_kind, make_one, key):
     run out. So the heldout mix of kinds follows the train weights even for a family with only
     a few heldout programs. (Redrawing the kind there skewed the heldout code tasks towards the
     families with thousands of programs: 59% conditionals, against 18% in train.)"""
-    held = split == "heldout"
+    held, kinds, ws = split == "heldout", list(weights), list(weights.values())
     out, seen, exact = [], set(), set()
     budget = 2000 * n + 10_000
     while len(out) < n:
-        dups, fails, kind = 0, 0, draw_kind(rng)
+        dups, fails, kind = 0, 0, rng.choices(kinds, weights=ws)[0]
         while True:
             budget -= 1
             if budget < 0:
@@ -628,21 +601,19 @@ def _generate(n, rng, split, draw_kind, make_one, key):
                 break  # (a heldout repeat of the very same task, program and input, is a failure)
             fails += 1
             if not held or fails >= _MAX_KIND_TRIES:
-                kind, fails = draw_kind(rng), 0
+                kind, fails = rng.choices(kinds, weights=ws)[0], 0
         seen.add(item[key])
         exact.add(repr(item))
         out.append(item)
     return out
 
 
-# ----------------------------------------------------------------------------------------------
-# Public generators
-# ----------------------------------------------------------------------------------------------
+_FAMILY_WEIGHTS = {name: w for name, (_, w) in FAMILIES.items()}
+
+
 def make_code_tasks(n, seed, split="train"):
     """n deduction/abduction tasks: dict(program, input, output, family, level), deterministic
     per (n, seed, split); train and heldout never share a program text (split_of)."""
-    rng = random.Random(seed)
-
     def one(rng, split, seen, family):
         for _ in range(20):  # retry within the family so the family mix follows FAMILIES weights
             program, kinds, level, _ = _draw_program(rng, family)
@@ -650,7 +621,7 @@ def make_code_tasks(n, seed, split="train"):
                 continue
             if seen is not None and program in seen:
                 return "dup"
-            args = _draw_args(rng, kinds)
+            args = ", ".join(repr(KINDS[k](rng)) for k in kinds)
             output = _output(program, args)
             if output is None:
                 continue
@@ -659,14 +630,12 @@ def make_code_tasks(n, seed, split="train"):
             return dict(program=program, input=args, output=output, family=family, level=level)
         return None
 
-    return _generate(n, rng, split, _draw_family, one, "program")
+    return _generate(n, random.Random(seed), split, _FAMILY_WEIGHTS, one, "program")
 
 
 def make_induction_tasks(n, seed, split="train", n_inputs=6):
     """n induction tasks: dict(program, inputs, outputs, message, family, level); the inputs
     are n_inputs distinct argument texts, the outputs not all identical."""
-    rng = random.Random(seed)
-
     def one(rng, split, seen, family):
         if family == "identity":
             return None
@@ -677,14 +646,11 @@ def make_induction_tasks(n, seed, split="train", n_inputs=6):
             return "dup"
         inputs, outputs = [], []
         for _ in range(n_inputs * 6):
-            args = _draw_args(rng, kinds)
-            if args in inputs:
-                continue
-            output = _output(program, args)
-            if output is None:
-                continue
-            inputs.append(args)
-            outputs.append(output)
+            args = ", ".join(repr(KINDS[k](rng)) for k in kinds)
+            output = None if args in inputs else _output(program, args)
+            if output is not None:
+                inputs.append(args)
+                outputs.append(output)
             if len(inputs) == n_inputs:
                 break
         if len(inputs) < n_inputs or len(set(outputs)) < 2:
@@ -692,7 +658,7 @@ def make_induction_tasks(n, seed, split="train", n_inputs=6):
         return dict(program=program, inputs=inputs, outputs=outputs, message=msg, family=family,
                     level=level)
 
-    return _generate(n, rng, split, _draw_family, one, "program")
+    return _generate(n, random.Random(seed), split, _FAMILY_WEIGHTS, one, "program")
 
 
 # --- arithmetic ---------------------------------------------------------------------------------
@@ -747,13 +713,6 @@ def make_arith(n, seed, split="train"):
     parentheses. Operands 0-20 (75% single digits), one factor of every product <= 5, all
     intermediate values in 0..60. solution = worked steps in evaluation order, e.g.
     '4*2=8. 3+8=11. <answer>11</answer>'. Split by split_of(question)."""
-    lv = sorted(ARITH_LEVEL_WEIGHTS)
-    weights = [ARITH_LEVEL_WEIGHTS[x] for x in lv]
-    rng = random.Random(seed)
-
-    def draw_level(rng):
-        return rng.choices(lv, weights=weights)[0]
-
     def one(rng, split, seen, level):
         while True:  # redraw within the level so the level mix follows ARITH_LEVEL_WEIGHTS
             n_ops = {1: 1, 2: 2, 3: rng.choice([2, 3])}[level]
@@ -772,7 +731,7 @@ def make_arith(n, seed, split="train"):
         return dict(question=q, answer=ans, solution=" ".join(steps) + f" <answer>{ans}</answer>",
                     level=level)
 
-    return _generate(n, rng, split, draw_level, one, "question")
+    return _generate(n, random.Random(seed), split, ARITH_LEVEL_WEIGHTS, one, "question")
 
 
 # ==============================================================================================
