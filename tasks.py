@@ -261,15 +261,9 @@ def score(kind: str, tasks: list[dict], texts: list[str], style: str,
     abduction: f(answer) equals the gold output (any such input is right); induction: the
     candidate f reproduces every held-out pair; math: `check_math`. Identical (task, answer)
     pairs are checked once, the sandbox jobs in one parallel batch."""
-    if kind == "math":
-        answers = [math_answer(t) for t in texts]
-    else:
-        answers = [extract_answer(t, kind, style) for t in texts]
-    todo = {}                     # (task, answer) → one response that gave it: checked once
-    for i, a in enumerate(answers):
-        if a is not None:
-            todo.setdefault((id(tasks[i]), a), i)
-    jobs = [(tasks[i], a) for (_, a), i in todo.items()]
+    answers = [math_answer(t) if kind == "math" else extract_answer(t, kind, style) for t in texts]
+    todo = {(id(t), a): t for t, a in zip(tasks, answers) if a is not None}  # each checked once
+    jobs = [(t, a) for (_, a), t in todo.items()]
     if kind == "math":
         ok = [check_math(a, t["answer"]) for t, a in jobs]
     elif kind == "deduction":
@@ -852,34 +846,26 @@ def evaluate(model, tok, sets: dict[str, tuple[str, list[dict]]], style: str,
     """n samples per problem of every set (greedy by default), scored. Prompts that share their
     stop strings and length cap are sampled together. max_new_tokens: one cap, or one per kind.
     Returns name → {"correct", "lengths" (response tokens), "texts"}, each [P][n]."""
-    cap = (lambda k: max_new_tokens[k]) if isinstance(max_new_tokens, dict) else \
-        (lambda k: max_new_tokens)
-    todo = [(name, kind, i, eval_prompt(kind, p, style)) for name, (kind, probs) in sets.items()
-            for i, p in enumerate(probs)]
-    texts, lengths = {}, {}
-    groups = dict.fromkeys((tuple(stop_strings("solve", k, style)), cap(k)) for _, k, _, _ in todo)
-    for stop, mnt in groups:
-        mine = [x for x in todo if (tuple(stop_strings("solve", x[1], style)), cap(x[1]))
-                == (stop, mnt)]
-        ro = M.sample(model, tok, [x[3] for x in mine], n=n, temperature=temperature,
-                      top_p=top_p, max_new_tokens=mnt, stop=list(stop), batch_size=batch_size,
+    groups = {}  # (stop strings, cap) → [(set name, prompt)], in the order of the sets
+    for name, (kind, probs) in sets.items():
+        cap = max_new_tokens[kind] if isinstance(max_new_tokens, dict) else max_new_tokens
+        groups.setdefault((tuple(stop_strings("solve", kind, style)), cap), []).extend(
+            (name, eval_prompt(kind, p, style)) for p in probs)
+    texts, lengths = {name: [] for name in sets}, {name: [] for name in sets}
+    for (stop, cap), group in groups.items():
+        ro = M.sample(model, tok, [x[1] for x in group], n=n, temperature=temperature,
+                      top_p=top_p, max_new_tokens=cap, stop=list(stop), batch_size=batch_size,
                       seed=seed)
-        for j, (name, _, i, _) in enumerate(mine):
-            texts[name, i] = ro.texts[j * n:(j + 1) * n]
-            lengths[name, i] = [int(x) for x in ro.lengths[j * n:(j + 1) * n]]
+        for j, (name, _) in enumerate(group):
+            texts[name].append(ro.texts[j * n:(j + 1) * n])
+            lengths[name].append([int(x) for x in ro.lengths[j * n:(j + 1) * n]])
     out = {}
     for name, (kind, probs) in sets.items():
-        flat = [t for i in range(len(probs)) for t in texts[name, i]]
-        ok, _ = score(kind, [p for p in probs for _ in range(n)], flat, style, timeout)
+        ok, _ = score(kind, [p for p in probs for _ in range(n)],
+                      [t for row in texts[name] for t in row], style, timeout)
         out[name] = {"correct": [ok[i * n:(i + 1) * n] for i in range(len(probs))],
-                     "lengths": [lengths[name, i] for i in range(len(probs))],
-                     "texts": [texts[name, i] for i in range(len(probs))]}
+                     "lengths": lengths[name], "texts": texts[name]}
     return out
-
-
-def std_error(p: float, n: int) -> float:
-    """Binomial standard error of an accuracy p measured on n problems."""
-    return math.sqrt(max(p * (1.0 - p), 0.0) / n) if n > 0 else float("nan")
 
 
 def accuracy(results: dict[str, dict], prefix: str = "eval") -> dict:
@@ -888,10 +874,9 @@ def accuracy(results: dict[str, dict], prefix: str = "eval") -> dict:
     out, accs, ses = {}, [], []
     for name, r in results.items():
         c = [row[0] for row in r["correct"]]
-        acc = sum(c) / len(c)
-        out[f"{prefix}/{name}/accuracy"], out[f"{prefix}/{name}/se"] = acc, std_error(acc, len(c))
-        accs.append(acc)
-        ses.append(out[f"{prefix}/{name}/se"])
+        accs.append(sum(c) / len(c))
+        ses.append(math.sqrt(accs[-1] * (1.0 - accs[-1]) / len(c)))  # binomial SE
+        out[f"{prefix}/{name}/accuracy"], out[f"{prefix}/{name}/se"] = accs[-1], ses[-1]
     out[f"{prefix}/accuracy"] = sum(accs) / len(accs)
     out[f"{prefix}/se"] = math.sqrt(sum(s * s for s in ses)) / len(ses)
     return out
