@@ -1,15 +1,9 @@
-"""tasks.py — what the model is asked, and how its answer is judged.
-
-  formats     the prompts of AZR's three code task types for both roles, and of math, in two
-              styles: "azr", AZR's R1 <think>/<answer> wrapper for real models (AZR Figs. 33-39,
-              our wording), and "toy", compact templates of the same fenced blocks that the toy
-              base was pretrained on; the stop strings, the parsers, the induction half-split
-  score       correctness of answers: deduction, abduction and induction through verifier.py,
-              math through Hugging Face's math-verify
-  toy world   seeded generators of small `def f(...)` programs and of arithmetic with worked
-              solutions (the toy base's pretraining corpus), with train/held-out splits
-  benchmarks  loaders of GSM8K, MATH-500 and CRUXEval JSONL files
-  evaluate    the one held-out evaluator (every script's), and the paired gain with its SE
+"""tasks.py — what the model is asked, and how its answer is judged: the prompts of AZR's three
+code task types (both roles) and of math, in AZR's R1 <think>/<answer> style (AZR Figs. 33-39,
+our wording) or the compact "toy" style the toy base was pretrained on, with stop strings and
+parsers; scoring (code through verifier.py's sandbox, math through math-verify); the seeded toy
+world (small programs and arithmetic, train/held-out splits); benchmark loaders; the one held-out
+evaluator and the paired gain.
 
 Left out on purpose: the AZR prompts' exact wording, task types beyond AZR's three (code_e), and
 AZR's composite-function and intrinsic-reward variants (its appendix D: they did not help).
@@ -17,6 +11,7 @@ AZR's composite-function and intrinsic-reward variants (its appendix D: they did
 from __future__ import annotations
 
 import ast
+import functools
 import gzip
 import hashlib
 import json
@@ -49,7 +44,6 @@ def fence(tag: str, body: str) -> str:
 
 
 def snippet(program: str, inp: str, out: str) -> str:
-    """One reference triplet (program, input, output) as three fenced blocks."""
     return fence("python", program) + fence("input", inp) + fence("output", out)
 
 
@@ -106,13 +100,6 @@ def solve_prompt(task_type: str, task: dict, style: str) -> str:
     return R1_WRAPPER.format(instruction=f"{shown}{what} Put the block inside <answer>.")
 
 
-def humaneval_prompt(problem: dict) -> str:
-    """A HumanEval problem (R1 style only): complete the function the docstring describes."""
-    return R1_WRAPPER.format(instruction=(
-        f"Complete this Python function:\n{fence('python', problem['prompt'].strip())}Give the "
-        f"whole function in a ```python block inside <answer>."))
-
-
 def math_prompt(question: str, style: str) -> str:
     """A math question; the toy base was pretrained on "Problem: q\\nSolution: steps <answer>N
     </answer>" documents, so its prompt is that prefix."""
@@ -148,16 +135,13 @@ def solver_view(task_type: str, task: dict) -> dict:
 
 _BLOCK = {tag: re.compile(rf"```{tag}\n(.*?)\n?```", re.S)
           for tag in ("python", "input", "output", "message")}
-
-
 _R1 = re.compile(r"(.*?)</think>\s*<answer>(.*?)</answer>", re.S)
 
 
 def answer_region(text: str, style: str) -> str | None:
-    r"""The part of a response that holds the answer. R1 style: AZR's format check (its
-    `(?s)<think>.*?</think>\s*<answer>.*?</answer>`, the prompt having opened <think>): the
-    reasoning closes, only whitespace follows before <answer>, which closes; the content of that
-    <answer>, or None (a format error, for both roles)."""
+    r"""The part of a response that holds the answer: all of it (toy), else the content of
+    <answer> under AZR's format check `(?s)<think>.*?</think>\s*<answer>.*?</answer>` (the
+    prompt opened <think>), or None (a format error, for both roles)."""
     if style == "toy":
         return text
     m = _R1.match(text)
@@ -277,15 +261,9 @@ def score(kind: str, tasks: list[dict], texts: list[str], style: str,
     abduction: f(answer) equals the gold output (any such input is right); induction: the
     candidate f reproduces every held-out pair; math: `check_math`. Identical (task, answer)
     pairs are checked once, the sandbox jobs in one parallel batch."""
-    if kind == "math":
-        answers = [math_answer(t) for t in texts]
-    else:
-        answers = [extract_answer(t, kind, style) for t in texts]
-    todo = {}                     # (task, answer) → one response that gave it: checked once
-    for i, a in enumerate(answers):
-        if a is not None:
-            todo.setdefault((id(tasks[i]), a), i)
-    jobs = [(tasks[i], a) for (_, a), i in todo.items()]
+    answers = [math_answer(t) if kind == "math" else extract_answer(t, kind, style) for t in texts]
+    todo = {(id(t), a): t for t, a in zip(tasks, answers) if a is not None}  # each checked once
+    jobs = [(t, a) for (_, a), t in todo.items()]
     if kind == "math":
         ok = [check_math(a, t["answer"]) for t, a in jobs]
     elif kind == "deduction":
@@ -317,7 +295,6 @@ WORDS = ["Hello World", "hello", "world", "abc", "cat", "dog", "level", "noon", 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 MAX_REPR = 40          # drop tasks whose output repr is longer than this
 INT_LIMIT = 30         # drop tasks with any int result (also inside lists) with |v| >= INT_LIMIT
-SPLITS = ("train", "heldout")
 
 
 def split_of(text):
@@ -325,28 +302,14 @@ def split_of(text):
     return "heldout" if int(hashlib.sha1(text.encode()).hexdigest(), 16) % 10 == 0 else "train"
 
 
-def _rand_int(rng):
-    return rng.randint(0, 12)
-
-
-def _rand_str(rng):
-    if rng.random() < 0.5:
-        return rng.choice(WORDS)
-    return "".join(rng.choice(LETTERS) for _ in range(rng.randint(2, 6)))
-
-
-def _rand_list(rng):
-    return [rng.randint(0, 9) for _ in range(rng.randint(2, 4))]
-
-
-# argument kinds -> value samplers
-KINDS = {
-    "int": _rand_int,                           # 0..12
+KINDS = {  # argument kinds -> value samplers
+    "int": lambda rng: rng.randint(0, 12),
     "pos": lambda rng: rng.randint(1, 5),       # divisor / modulus
     "rep": lambda rng: rng.randint(1, 3),       # repeat count / small multiplier
     "idx": lambda rng: rng.randint(0, 4),       # slice bound
-    "str": _rand_str,
-    "list": _rand_list,
+    "str": lambda rng: (rng.choice(WORDS) if rng.random() < 0.5 else
+                        "".join(rng.choice(LETTERS) for _ in range(rng.randint(2, 6)))),
+    "list": lambda rng: [rng.randint(0, 9) for _ in range(rng.randint(2, 4))],
 }
 VAR = {"int": "x", "str": "s", "list": "nums"}  # parameter name for single-argument programs
 KIND_WORD = {"int": "a number", "str": "a string", "list": "a list of numbers"}
@@ -377,32 +340,26 @@ def fam_identity(rng):
 def fam_arithmetic(rng):
     c, m = _c(rng), _m(rng)
     if rng.random() < 0.6:
-        expr = rng.choice([f"x + {c}", f"x - {c}", f"x * {m}", f"x // {m}", f"x % {_c(rng, 2, 5)}",
-                           f"{c} - x", f"abs(x - {c + 3})"])
-        level = 1
+        expr, level = rng.choice([f"x + {c}", f"x - {c}", f"x * {m}", f"x // {m}",
+                                  f"x % {_c(rng, 2, 5)}", f"{c} - x", f"abs(x - {c + 3})"]), 1
     else:
-        expr = rng.choice([f"x * {m} + {c}", f"x * {m} - {c}", f"(x + {c}) % {_c(rng, 2, 5)}",
-                           f"(x + {c}) // {m}", f"x + x", f"x - x // {m}", f"x * x % 10",
-                           f"x // {m} + x % {m}"])
-        level = 2
+        expr, level = rng.choice([f"x * {m} + {c}", f"x * {m} - {c}",
+                                  f"(x + {c}) % {_c(rng, 2, 5)}", f"(x + {c}) // {m}", f"x + x",
+                                  f"x - x // {m}", f"x * x % 10", f"x // {m} + x % {m}"]), 2
     msg = "uses the number twice" if expr.count("x") >= 2 else "does arithmetic on a number"
     return ["x"], ["int"], [f"return {expr}"], level, msg
 
 
 def fam_two_arg(rng):
-    c = _c(rng)
+    _c(rng)  # unused, but drawn: the toy base's corpus follows this exact RNG sequence
     form = rng.choice(["ii", "ii", "sn", "st", "ln"])
     if form == "ii":
-        bkind = "int"
         if rng.random() < 0.6:
             expr, level = rng.choice(["a + b", "a - b", "max(a, b)", "min(a, b)", "b - a"]), 1
         else:
-            expr, level = rng.choice(["a % b", "a // b", "a * b", "abs(a - b)", f"(a + b) % {_c(rng, 2, 5)}",
-                                      "a * 2 + b", "a + b + b"]), 2
-            if expr in ("a % b", "a // b"):
-                bkind = "pos"
-            if expr == "a * b":
-                bkind = "rep"
+            expr, level = rng.choice(["a % b", "a // b", "a * b", "abs(a - b)",
+                                      f"(a + b) % {_c(rng, 2, 5)}", "a * 2 + b", "a + b + b"]), 2
+        bkind = {"a % b": "pos", "a // b": "pos", "a * b": "rep"}.get(expr, "int")
         return ["a", "b"], ["int", bkind], [f"return {expr}"], level, "takes two numbers"
     if form == "sn":
         expr = rng.choice(["s[:n]", "s[n:]", "s * n", "s[n]", "s[n:] + s[:n]", "len(s) + n"])
@@ -410,8 +367,8 @@ def fam_two_arg(rng):
         level = 1 if expr in ("s[:n]", "s[n:]", "s * n", "s[n]") else 2
         return ["s", "n"], ["str", kind], [f"return {expr}"], level, "takes a string and a number"
     if form == "st":
-        expr = rng.choice(["s + t", "t + s", "len(s) + len(t)", "s == t", f"s + '{rng.choice(' -')}' + t",
-                           "s[0] + t[0]", "max(s, t)"])
+        expr = rng.choice(["s + t", "t + s", "len(s) + len(t)", "s == t",
+                           f"s + '{rng.choice(' -')}' + t", "s[0] + t[0]", "max(s, t)"])
         level = 1 if expr in ("s + t", "t + s", "s == t") else 2
         return ["s", "t"], ["str", "str"], [f"return {expr}"], level, "takes two strings"
     expr = rng.choice(["nums[:n]", "nums + [n]", "nums.count(n)", "n in nums", "sum(nums) + n",
@@ -423,32 +380,31 @@ def fam_two_arg(rng):
 def fam_string(rng):
     ch, ch2 = _ch(rng), _ch(rng)
     if rng.random() < 0.6:
-        expr = rng.choice(["s.upper()", "s.lower()", "s[::-1]", "s[0]", "s[-1]", "s[:2]", "s[1:]",
-                           "len(s)", f"s + '{ch}'", f"s.count('{ch}')", "s.capitalize()",
-                           "s.swapcase()", "s.title()", f"'{ch}' in s"])
-        level = 1
+        expr, level = rng.choice(["s.upper()", "s.lower()", "s[::-1]", "s[0]", "s[-1]", "s[:2]",
+                                  "s[1:]", "len(s)", f"s + '{ch}'", f"s.count('{ch}')",
+                                  "s.capitalize()", "s.swapcase()", "s.title()", f"'{ch}' in s"]), 1
     else:
-        expr = rng.choice(["s[::2]", "s[1:-1]", f"s.find('{ch}')", f"s.replace('{ch}', '{ch2}')",
-                           "s == s[::-1]", f"s.startswith('{ch}')", "s.split()", "s[0] + s[-1]",
-                           "s[-2:] + s[:2]", "len(s) % 3", "s.upper()[::-1]", "s * 2"])
-        level = 2
+        expr, level = rng.choice(["s[::2]", "s[1:-1]", f"s.find('{ch}')",
+                                  f"s.replace('{ch}', '{ch2}')", "s == s[::-1]",
+                                  f"s.startswith('{ch}')", "s.split()", "s[0] + s[-1]",
+                                  "s[-2:] + s[:2]", "len(s) % 3", "s.upper()[::-1]", "s * 2"]), 2
     return ["s"], ["str"], [f"return {expr}"], level, "works on a string"
 
 
 def fam_list(rng):
     c = _c(rng, 1, 5)
     if rng.random() < 0.55:
-        expr = rng.choice(["sum(nums)", "len(nums)", "max(nums)", "min(nums)", "sorted(nums)",
-                           "nums[::-1]", "nums[0]", "nums[-1]", "nums[:2]", f"nums + [{c}]",
-                           "sorted(nums, reverse=True)", f"nums.count({c})", "nums[1:]"])
-        level = 1
+        expr, level = rng.choice(["sum(nums)", "len(nums)", "max(nums)", "min(nums)",
+                                  "sorted(nums)", "nums[::-1]", "nums[0]", "nums[-1]", "nums[:2]",
+                                  f"nums + [{c}]", "sorted(nums, reverse=True)", f"nums.count({c})",
+                                  "nums[1:]"]), 1
     else:
-        expr = rng.choice([f"[v + {c} for v in nums]", f"[v * {_m(rng)} for v in nums]",
-                           f"[v for v in nums if v > {c}]", "[v % 2 for v in nums]",
-                           "sum(v for v in nums if v % 2 == 0)", f"len([v for v in nums if v < {c}])",
-                           "max(nums) - min(nums)", "nums.index(max(nums))", "[v - 1 for v in nums]",
-                           "sum(nums) % 10", "sorted(nums)[1]"])
-        level = 2
+        expr, level = rng.choice([f"[v + {c} for v in nums]", f"[v * {_m(rng)} for v in nums]",
+                                  f"[v for v in nums if v > {c}]", "[v % 2 for v in nums]",
+                                  "sum(v for v in nums if v % 2 == 0)",
+                                  f"len([v for v in nums if v < {c}])", "max(nums) - min(nums)",
+                                  "nums.index(max(nums))", "[v - 1 for v in nums]",
+                                  "sum(nums) % 10", "sorted(nums)[1]"]), 2
     return ["nums"], ["list"], [f"return {expr}"], level, "works on a list of numbers"
 
 
@@ -460,19 +416,16 @@ def fam_conditional(rng):
         params, kinds, msg = ["x"], ["int"], "decides between cases of a number"
         rets = [f"x + {_c(rng)}", f"x - {_c(rng)}", f"x * {_m(rng)}", f"x // {_m(rng)}", "x % 3",
                 str(_c(rng, 0, 9)), "0", "x", "-x", f"{c} - x"]
-        if three:
-            c2 = c + _c(rng, 1, 4)
-            conds = [f"x < {c}", f"x < {c2}"]
-        else:
-            conds = [rng.choice([f"x > {c}", f"x < {c}", "x % 2 == 0", f"x == {c}", f"x >= {c}",
-                                 "x % 3 == 0"])]
+        conds = [f"x < {c}", f"x < {c + _c(rng, 1, 4)}"] if three else [rng.choice(
+            [f"x > {c}", f"x < {c}", "x % 2 == 0", f"x == {c}", f"x >= {c}", "x % 3 == 0"])]
     elif kind == "str":
         params, kinds, msg = ["s"], ["str"], "checks something about a string"
         ch = _ch(rng)
-        rets = ["s.upper()", "s[::-1]", "s[:2]", "len(s)", "'yes'", "'no'", "s + '!'", "s[0]", "s[-1]",
-                "s.lower()"]
+        rets = ["s.upper()", "s[::-1]", "s[:2]", "len(s)", "'yes'", "'no'", "s + '!'", "s[0]",
+                "s[-1]", "s.lower()"]
         conds = [rng.choice([f"len(s) > {_c(rng, 2, 5)}", "s == s[::-1]", f"'{ch}' in s",
-                             f"s.startswith('{ch}')", "s[0] == s[-1]", "s.islower()", f"len(s) % 2 == 0"])]
+                             f"s.startswith('{ch}')", "s[0] == s[-1]", "s.islower()",
+                             "len(s) % 2 == 0"])]
     elif kind == "list":
         params, kinds, msg = ["nums"], ["list"], "branches on a list of numbers"
         rets = ["max(nums)", "min(nums)", "sum(nums)", "sorted(nums)", "nums[0]", "len(nums)",
@@ -482,19 +435,16 @@ def fam_conditional(rng):
             conds = [f"sum(nums) < {s1}", f"sum(nums) < {s1 + _c(rng, 3, 8)}"]
         else:
             conds = [rng.choice([f"sum(nums) > {_c(rng, 5, 20)}", f"len(nums) > {_c(rng, 2, 3)}",
-                                 f"{_c(rng, 0, 9)} in nums", "nums[0] < nums[-1]", "nums == sorted(nums)",
-                                 f"max(nums) > {_c(rng, 4, 8)}"])]
+                                 f"{_c(rng, 0, 9)} in nums", "nums[0] < nums[-1]",
+                                 "nums == sorted(nums)", f"max(nums) > {_c(rng, 4, 8)}"])]
     else:
         params, kinds, msg = ["a", "b"], ["int", "int"], "compares two numbers"
         rets = ["a - b", "b - a", "a + b", "a", "b", "0", "a * 2", "b // 2", f"a + {_c(rng)}"]
-        if three:
-            conds = ["a > b", "a == b"]
-        else:
-            conds = [rng.choice(["a > b", "a < b", "a == b", "a % 2 == 0", f"a + b > {c + 6}",
-                                 "a >= b"])]
+        conds = ["a > b", "a == b"] if three else [rng.choice(
+            ["a > b", "a < b", "a == b", "a % 2 == 0", f"a + b > {c + 6}", "a >= b"])]
     picks = rng.sample(rets, len(conds) + 1)
     lines = [f"if {conds[0]}:", f"    return {picks[0]}"]
-    if len(conds) == 2:
+    if three:
         lines += [f"elif {conds[1]}:", f"    return {picks[1]}", "else:", f"    return {picks[2]}"]
     elif rng.random() < 0.5:
         lines += ["else:", f"    return {picks[1]}"]
@@ -576,12 +526,6 @@ FAMILIES = {  # name: (generator, weight in %)
     "loop": (fam_loop, 10),
     "pipeline": (fam_pipeline, 14),
 }
-_FAM_NAMES = list(FAMILIES)
-_FAM_WEIGHTS = [FAMILIES[k][1] for k in _FAM_NAMES]
-
-
-def _draw_family(rng):
-    return rng.choices(_FAM_NAMES, weights=_FAM_WEIGHTS)[0]
 
 
 def _draw_program(rng, family):
@@ -590,48 +534,26 @@ def _draw_program(rng, family):
     return f"def f({', '.join(params)}):\n" + "\n".join("    " + ln for ln in body), kinds, level, msg
 
 
-def _draw_args(rng, kinds):
-    values = [KINDS[k](rng) for k in kinds]
-    return ", ".join(repr(v) for v in values)
-
-
-# ----------------------------------------------------------------------------------------------
-# Executing the generator's own programs
-# ----------------------------------------------------------------------------------------------
-_FN_CACHE = {}
-
-
-def run_program(program, args_text):
-    """Return f(*args) for a program text and an argument text.
-
-    SAFETY: this exec's in-process and is only for the trusted programs generated in this
-    file. Model-written code must never go through here; it runs in verifier.py's sandbox.
-    """
-    fn = _FN_CACHE.get(program)
-    if fn is None:
-        ns = {}
-        exec(compile(program, "<toy>", "exec"), ns)  # trusted: our own generated program text
-        fn = _FN_CACHE[program] = ns["f"]
-        if len(_FN_CACHE) > 200_000:
-            _FN_CACHE.clear()
-    args = eval(f"({args_text},)", {"__builtins__": {}})  # trusted: repr of our own drawn values
-    return fn(*args)
+@functools.lru_cache(maxsize=200_000)
+def _compiled(program):
+    """f of a program text. SAFETY: exec'd in-process, so only for the trusted programs this file
+    generates; model-written code must never come here, it runs in verifier.py's sandbox."""
+    ns = {}
+    exec(compile(program, "<toy>", "exec"), ns)  # trusted: our own generated program text
+    return ns["f"]
 
 
 def _small(v):
-    if isinstance(v, bool) or isinstance(v, str):
-        return True
-    if isinstance(v, int):
-        return abs(v) < INT_LIMIT
     if isinstance(v, list):
         return all(_small(x) for x in v)
-    return False  # floats, None, tuples... are not part of the toy world
+    # floats, None, tuples... are not part of the toy world
+    return isinstance(v, (bool, str)) or (isinstance(v, int) and abs(v) < INT_LIMIT)
 
 
 def _output(program, args_text):
     """repr of f(*args), or None if it raises, is too long, or has big ints."""
-    try:
-        value = run_program(program, args_text)
+    try:  # eval is trusted here: args_text is the repr of our own drawn values
+        value = _compiled(program)(*eval(f"({args_text},)", {"__builtins__": {}}))
     except Exception:
         return None
     if not _small(value):
@@ -644,9 +566,9 @@ _MAX_DUP_TRIES = 30  # per item: how many already-seen candidates to skip before
 _MAX_KIND_TRIES = 1000  # per heldout item: failed candidates of its kind before the kind is redrawn
 
 
-def _generate(n, rng, split, draw_kind, make_one, key):
-    """Shared loop: for each item draw its kind (family or level) with draw_kind(rng), then
-    candidates with make_one(rng, split, seen, kind) -> dict | None | "dup"; keep those of `split`.
+def _generate(n, rng, split, weights, make_one, key):
+    """Shared loop: for each item draw its kind (family or level) by `weights`, then candidates
+    make_one(rng, split, seen, kind) -> dict | None | "dup"; keep those of `split`.
 
     Train items: a failed candidate (None) redraws the kind; items may repeat a program (with a
     different input). Heldout items keep their drawn kind through failed candidates (up to
@@ -656,11 +578,11 @@ def _generate(n, rng, split, draw_kind, make_one, key):
     run out. So the heldout mix of kinds follows the train weights even for a family with only
     a few heldout programs. (Redrawing the kind there skewed the heldout code tasks towards the
     families with thousands of programs: 59% conditionals, against 18% in train.)"""
-    held = split == "heldout"
+    held, kinds, ws = split == "heldout", list(weights), list(weights.values())
     out, seen, exact = [], set(), set()
     budget = 2000 * n + 10_000
     while len(out) < n:
-        dups, fails, kind = 0, 0, draw_kind(rng)
+        dups, fails, kind = 0, 0, rng.choices(kinds, weights=ws)[0]
         while True:
             budget -= 1
             if budget < 0:
@@ -673,21 +595,19 @@ def _generate(n, rng, split, draw_kind, make_one, key):
                 break  # (a heldout repeat of the very same task, program and input, is a failure)
             fails += 1
             if not held or fails >= _MAX_KIND_TRIES:
-                kind, fails = draw_kind(rng), 0
+                kind, fails = rng.choices(kinds, weights=ws)[0], 0
         seen.add(item[key])
         exact.add(repr(item))
         out.append(item)
     return out
 
 
-# ----------------------------------------------------------------------------------------------
-# Public generators
-# ----------------------------------------------------------------------------------------------
+_FAMILY_WEIGHTS = {name: w for name, (_, w) in FAMILIES.items()}
+
+
 def make_code_tasks(n, seed, split="train"):
     """n deduction/abduction tasks: dict(program, input, output, family, level), deterministic
     per (n, seed, split); train and heldout never share a program text (split_of)."""
-    rng = random.Random(seed)
-
     def one(rng, split, seen, family):
         for _ in range(20):  # retry within the family so the family mix follows FAMILIES weights
             program, kinds, level, _ = _draw_program(rng, family)
@@ -695,7 +615,7 @@ def make_code_tasks(n, seed, split="train"):
                 continue
             if seen is not None and program in seen:
                 return "dup"
-            args = _draw_args(rng, kinds)
+            args = ", ".join(repr(KINDS[k](rng)) for k in kinds)
             output = _output(program, args)
             if output is None:
                 continue
@@ -704,14 +624,12 @@ def make_code_tasks(n, seed, split="train"):
             return dict(program=program, input=args, output=output, family=family, level=level)
         return None
 
-    return _generate(n, rng, split, _draw_family, one, "program")
+    return _generate(n, random.Random(seed), split, _FAMILY_WEIGHTS, one, "program")
 
 
 def make_induction_tasks(n, seed, split="train", n_inputs=6):
     """n induction tasks: dict(program, inputs, outputs, message, family, level); the inputs
     are n_inputs distinct argument texts, the outputs not all identical."""
-    rng = random.Random(seed)
-
     def one(rng, split, seen, family):
         if family == "identity":
             return None
@@ -722,14 +640,11 @@ def make_induction_tasks(n, seed, split="train", n_inputs=6):
             return "dup"
         inputs, outputs = [], []
         for _ in range(n_inputs * 6):
-            args = _draw_args(rng, kinds)
-            if args in inputs:
-                continue
-            output = _output(program, args)
-            if output is None:
-                continue
-            inputs.append(args)
-            outputs.append(output)
+            args = ", ".join(repr(KINDS[k](rng)) for k in kinds)
+            output = None if args in inputs else _output(program, args)
+            if output is not None:
+                inputs.append(args)
+                outputs.append(output)
             if len(inputs) == n_inputs:
                 break
         if len(inputs) < n_inputs or len(set(outputs)) < 2:
@@ -737,7 +652,7 @@ def make_induction_tasks(n, seed, split="train", n_inputs=6):
         return dict(program=program, inputs=inputs, outputs=outputs, message=msg, family=family,
                     level=level)
 
-    return _generate(n, rng, split, _draw_family, one, "program")
+    return _generate(n, random.Random(seed), split, _FAMILY_WEIGHTS, one, "program")
 
 
 # --- arithmetic ---------------------------------------------------------------------------------
@@ -792,13 +707,6 @@ def make_arith(n, seed, split="train"):
     parentheses. Operands 0-20 (75% single digits), one factor of every product <= 5, all
     intermediate values in 0..60. solution = worked steps in evaluation order, e.g.
     '4*2=8. 3+8=11. <answer>11</answer>'. Split by split_of(question)."""
-    lv = sorted(ARITH_LEVEL_WEIGHTS)
-    weights = [ARITH_LEVEL_WEIGHTS[x] for x in lv]
-    rng = random.Random(seed)
-
-    def draw_level(rng):
-        return rng.choices(lv, weights=weights)[0]
-
     def one(rng, split, seen, level):
         while True:  # redraw within the level so the level mix follows ARITH_LEVEL_WEIGHTS
             n_ops = {1: 1, 2: 2, 3: rng.choice([2, 3])}[level]
@@ -817,7 +725,7 @@ def make_arith(n, seed, split="train"):
         return dict(question=q, answer=ans, solution=" ".join(steps) + f" <answer>{ans}</answer>",
                     level=level)
 
-    return _generate(n, rng, split, draw_level, one, "question")
+    return _generate(n, random.Random(seed), split, ARITH_LEVEL_WEIGHTS, one, "question")
 
 
 # ==============================================================================================
@@ -924,8 +832,10 @@ def toy_sets(names, n: int, n_inputs: int = 6) -> dict[str, tuple[str, list[dict
 def eval_prompt(kind: str, problem: dict, style: str) -> str:
     if kind == "math":
         return math_prompt(problem["question"], style)
-    if kind == "humaneval":
-        return humaneval_prompt(problem)
+    if kind == "humaneval":  # R1 style only: complete the function the docstring describes
+        return R1_WRAPPER.format(instruction=(
+            f"Complete this Python function:\n{fence('python', problem['prompt'].strip())}Give "
+            f"the whole function in a ```python block inside <answer>."))
     return solve_prompt(kind, solver_view(kind, problem), style)
 
 
@@ -936,34 +846,26 @@ def evaluate(model, tok, sets: dict[str, tuple[str, list[dict]]], style: str,
     """n samples per problem of every set (greedy by default), scored. Prompts that share their
     stop strings and length cap are sampled together. max_new_tokens: one cap, or one per kind.
     Returns name → {"correct", "lengths" (response tokens), "texts"}, each [P][n]."""
-    cap = (lambda k: max_new_tokens[k]) if isinstance(max_new_tokens, dict) else \
-        (lambda k: max_new_tokens)
-    todo = [(name, kind, i, eval_prompt(kind, p, style)) for name, (kind, probs) in sets.items()
-            for i, p in enumerate(probs)]
-    texts, lengths = {}, {}
-    groups = dict.fromkeys((tuple(stop_strings("solve", k, style)), cap(k)) for _, k, _, _ in todo)
-    for stop, mnt in groups:
-        mine = [x for x in todo if (tuple(stop_strings("solve", x[1], style)), cap(x[1]))
-                == (stop, mnt)]
-        ro = M.sample(model, tok, [x[3] for x in mine], n=n, temperature=temperature,
-                      top_p=top_p, max_new_tokens=mnt, stop=list(stop), batch_size=batch_size,
+    groups = {}  # (stop strings, cap) → [(set name, prompt)], in the order of the sets
+    for name, (kind, probs) in sets.items():
+        cap = max_new_tokens[kind] if isinstance(max_new_tokens, dict) else max_new_tokens
+        groups.setdefault((tuple(stop_strings("solve", kind, style)), cap), []).extend(
+            (name, eval_prompt(kind, p, style)) for p in probs)
+    texts, lengths = {name: [] for name in sets}, {name: [] for name in sets}
+    for (stop, cap), group in groups.items():
+        ro = M.sample(model, tok, [x[1] for x in group], n=n, temperature=temperature,
+                      top_p=top_p, max_new_tokens=cap, stop=list(stop), batch_size=batch_size,
                       seed=seed)
-        for j, (name, _, i, _) in enumerate(mine):
-            texts[name, i] = ro.texts[j * n:(j + 1) * n]
-            lengths[name, i] = [int(x) for x in ro.lengths[j * n:(j + 1) * n]]
+        for j, (name, _) in enumerate(group):
+            texts[name].append(ro.texts[j * n:(j + 1) * n])
+            lengths[name].append([int(x) for x in ro.lengths[j * n:(j + 1) * n]])
     out = {}
     for name, (kind, probs) in sets.items():
-        flat = [t for i in range(len(probs)) for t in texts[name, i]]
-        ok, _ = score(kind, [p for p in probs for _ in range(n)], flat, style, timeout)
+        ok, _ = score(kind, [p for p in probs for _ in range(n)],
+                      [t for row in texts[name] for t in row], style, timeout)
         out[name] = {"correct": [ok[i * n:(i + 1) * n] for i in range(len(probs))],
-                     "lengths": [lengths[name, i] for i in range(len(probs))],
-                     "texts": [texts[name, i] for i in range(len(probs))]}
+                     "lengths": lengths[name], "texts": texts[name]}
     return out
-
-
-def std_error(p: float, n: int) -> float:
-    """Binomial standard error of an accuracy p measured on n problems."""
-    return math.sqrt(max(p * (1.0 - p), 0.0) / n) if n > 0 else float("nan")
 
 
 def accuracy(results: dict[str, dict], prefix: str = "eval") -> dict:
@@ -972,10 +874,9 @@ def accuracy(results: dict[str, dict], prefix: str = "eval") -> dict:
     out, accs, ses = {}, [], []
     for name, r in results.items():
         c = [row[0] for row in r["correct"]]
-        acc = sum(c) / len(c)
-        out[f"{prefix}/{name}/accuracy"], out[f"{prefix}/{name}/se"] = acc, std_error(acc, len(c))
-        accs.append(acc)
-        ses.append(out[f"{prefix}/{name}/se"])
+        accs.append(sum(c) / len(c))
+        ses.append(math.sqrt(accs[-1] * (1.0 - accs[-1]) / len(c)))  # binomial SE
+        out[f"{prefix}/{name}/accuracy"], out[f"{prefix}/{name}/se"] = accs[-1], ses[-1]
     out[f"{prefix}/accuracy"] = sum(accs) / len(accs)
     out[f"{prefix}/se"] = math.sqrt(sum(s * s for s in ses)) / len(ses)
     return out

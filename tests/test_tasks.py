@@ -617,8 +617,8 @@ def test_accuracy_and_correct_strings_hand_computed():
     assert set(T.accuracy(results, "final")) == {k.replace("eval", "final", 1) for k in acc}
     assert T.correct_strings(results) == {"a": "1011", "b": "00"}
     assert T.correct_strings({"a": {"correct": [[1], [0], [True]]}}) == {"a": "101"}
-    assert math.isnan(T.std_error(0.5, 0)) and T.std_error(0.3, 100) == pytest.approx(
-        math.sqrt(0.21 / 100))
+    thirty = T.accuracy({"c": {"correct": [[True]] * 30 + [[False]] * 70}})
+    assert thirty["eval/c/se"] == pytest.approx(math.sqrt(0.21 / 100))
 
 
 def test_paired_gain_hand_computed():
@@ -638,7 +638,7 @@ def test_paired_gain_hand_computed():
     b = {"a": [1] * 30 + [0] * 70}
     f = {"a": [1] * 30 + [1] * 5 + [0] * 65}
     g, se = T.paired_gain(b, f)
-    indep = math.hypot(T.std_error(0.30, 100), T.std_error(0.35, 100))
+    indep = math.hypot(math.sqrt(0.30 * 0.70 / 100), math.sqrt(0.35 * 0.65 / 100))
     assert g == pytest.approx(0.05) and se < indep / 2
     # booleans (as evaluate returns them) count as 0/1
     assert T.paired_gain({"a": [False, True]}, {"a": [True, True]}) == pytest.approx((0.5, 0.5))
