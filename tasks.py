@@ -340,12 +340,14 @@ def fam_identity(rng):
 def fam_arithmetic(rng):
     c, m = _c(rng), _m(rng)
     if rng.random() < 0.6:
-        expr, level = rng.choice([f"x + {c}", f"x - {c}", f"x * {m}", f"x // {m}",
-                                  f"x % {_c(rng, 2, 5)}", f"{c} - x", f"abs(x - {c + 3})"]), 1
+        expr = rng.choice([f"x + {c}", f"x - {c}", f"x * {m}", f"x // {m}",
+                           f"x % {_c(rng, 2, 5)}", f"{c} - x", f"abs(x - {c + 3})"])
+        level = 1
     else:
-        expr, level = rng.choice([f"x * {m} + {c}", f"x * {m} - {c}",
-                                  f"(x + {c}) % {_c(rng, 2, 5)}", f"(x + {c}) // {m}", f"x + x",
-                                  f"x - x // {m}", f"x * x % 10", f"x // {m} + x % {m}"]), 2
+        expr = rng.choice([f"x * {m} + {c}", f"x * {m} - {c}",
+                           f"(x + {c}) % {_c(rng, 2, 5)}", f"(x + {c}) // {m}", f"x + x",
+                           f"x - x // {m}", f"x * x % 10", f"x // {m} + x % {m}"])
+        level = 2
     msg = "uses the number twice" if expr.count("x") >= 2 else "does arithmetic on a number"
     return ["x"], ["int"], [f"return {expr}"], level, msg
 
@@ -355,10 +357,12 @@ def fam_two_arg(rng):
     form = rng.choice(["ii", "ii", "sn", "st", "ln"])
     if form == "ii":
         if rng.random() < 0.6:
-            expr, level = rng.choice(["a + b", "a - b", "max(a, b)", "min(a, b)", "b - a"]), 1
+            expr = rng.choice(["a + b", "a - b", "max(a, b)", "min(a, b)", "b - a"])
+            level = 1
         else:
-            expr, level = rng.choice(["a % b", "a // b", "a * b", "abs(a - b)",
-                                      f"(a + b) % {_c(rng, 2, 5)}", "a * 2 + b", "a + b + b"]), 2
+            expr = rng.choice(["a % b", "a // b", "a * b", "abs(a - b)",
+                               f"(a + b) % {_c(rng, 2, 5)}", "a * 2 + b", "a + b + b"])
+            level = 2
         bkind = {"a % b": "pos", "a // b": "pos", "a * b": "rep"}.get(expr, "int")
         return ["a", "b"], ["int", bkind], [f"return {expr}"], level, "takes two numbers"
     if form == "sn":
@@ -380,31 +384,35 @@ def fam_two_arg(rng):
 def fam_string(rng):
     ch, ch2 = _ch(rng), _ch(rng)
     if rng.random() < 0.6:
-        expr, level = rng.choice(["s.upper()", "s.lower()", "s[::-1]", "s[0]", "s[-1]", "s[:2]",
-                                  "s[1:]", "len(s)", f"s + '{ch}'", f"s.count('{ch}')",
-                                  "s.capitalize()", "s.swapcase()", "s.title()", f"'{ch}' in s"]), 1
+        expr = rng.choice(["s.upper()", "s.lower()", "s[::-1]", "s[0]", "s[-1]", "s[:2]",
+                           "s[1:]", "len(s)", f"s + '{ch}'", f"s.count('{ch}')",
+                           "s.capitalize()", "s.swapcase()", "s.title()", f"'{ch}' in s"])
+        level = 1
     else:
-        expr, level = rng.choice(["s[::2]", "s[1:-1]", f"s.find('{ch}')",
-                                  f"s.replace('{ch}', '{ch2}')", "s == s[::-1]",
-                                  f"s.startswith('{ch}')", "s.split()", "s[0] + s[-1]",
-                                  "s[-2:] + s[:2]", "len(s) % 3", "s.upper()[::-1]", "s * 2"]), 2
+        expr = rng.choice(["s[::2]", "s[1:-1]", f"s.find('{ch}')",
+                           f"s.replace('{ch}', '{ch2}')", "s == s[::-1]",
+                           f"s.startswith('{ch}')", "s.split()", "s[0] + s[-1]",
+                           "s[-2:] + s[:2]", "len(s) % 3", "s.upper()[::-1]", "s * 2"])
+        level = 2
     return ["s"], ["str"], [f"return {expr}"], level, "works on a string"
 
 
 def fam_list(rng):
     c = _c(rng, 1, 5)
     if rng.random() < 0.55:
-        expr, level = rng.choice(["sum(nums)", "len(nums)", "max(nums)", "min(nums)",
-                                  "sorted(nums)", "nums[::-1]", "nums[0]", "nums[-1]", "nums[:2]",
-                                  f"nums + [{c}]", "sorted(nums, reverse=True)", f"nums.count({c})",
-                                  "nums[1:]"]), 1
+        expr = rng.choice(["sum(nums)", "len(nums)", "max(nums)", "min(nums)",
+                           "sorted(nums)", "nums[::-1]", "nums[0]", "nums[-1]", "nums[:2]",
+                           f"nums + [{c}]", "sorted(nums, reverse=True)", f"nums.count({c})",
+                           "nums[1:]"])
+        level = 1
     else:
-        expr, level = rng.choice([f"[v + {c} for v in nums]", f"[v * {_m(rng)} for v in nums]",
-                                  f"[v for v in nums if v > {c}]", "[v % 2 for v in nums]",
-                                  "sum(v for v in nums if v % 2 == 0)",
-                                  f"len([v for v in nums if v < {c}])", "max(nums) - min(nums)",
-                                  "nums.index(max(nums))", "[v - 1 for v in nums]",
-                                  "sum(nums) % 10", "sorted(nums)[1]"]), 2
+        expr = rng.choice([f"[v + {c} for v in nums]", f"[v * {_m(rng)} for v in nums]",
+                           f"[v for v in nums if v > {c}]", "[v % 2 for v in nums]",
+                           "sum(v for v in nums if v % 2 == 0)",
+                           f"len([v for v in nums if v < {c}])", "max(nums) - min(nums)",
+                           "nums.index(max(nums))", "[v - 1 for v in nums]",
+                           "sum(nums) % 10", "sorted(nums)[1]"])
+        level = 2
     return ["nums"], ["list"], [f"return {expr}"], level, "works on a list of numbers"
 
 
