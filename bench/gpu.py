@@ -91,14 +91,13 @@ LENGTHS = {"selfplay": (2048, max(SP_AZR["propose_max_tokens"], SP_AZR["solve_ma
 # (results/gpu_h100.log, bf16 weights): a decode step took 25-90 ms, so 128 rows of 256 tokens
 # in batches of 64 take ~10 s a run, and updates ran at 30-40k tokens/s.
 FULL = dict(prompts=16, samples=8, new_tokens=256, prompt_len=128, sample_batch=64,
-            update_seqs=32, length_div=1,
-            # a random model writes neither EOS nor </answer>, so every response runs to its
-            # cap: at the preset's 1024 one self-play step would take minutes
-            sp=dict(propose_max_tokens=128, solve_max_tokens=128))
+            update_seqs=32, length_div=1, sp=dict(propose_max_tokens=128, solve_max_tokens=128),
+            sp_why="a random model writes neither EOS nor </answer>, so every response runs to "
+                   "its cap: at the preset's 1024 tokens two steps would take minutes")
 TINY = dict(prompts=4, samples=2, new_tokens=16, prompt_len=16, sample_batch=4,
             update_seqs=4, length_div=32,
             sp=dict(propose_max_tokens=16, solve_max_tokens=16, batch_size=1, n_estimate=2,
-                    k_refs=1, n_inputs=4))
+                    k_refs=1, n_inputs=4), sp_why="tiny sizes")
 
 
 def measure(fn, dev):
@@ -337,9 +336,10 @@ def phase_selfplay(model, tok, sz: dict, dev, seed: int, run_dir: str) -> dict:
     cfg.micro_batch, cfg.grad_checkpointing = mb or 1, ck
     rlvr.check_pg(cfg)
     set_checkpointing(model, ck)
-    M.say(f"  self-play: AZR preset except {sz['sp']} | {cfg.batch_size} proposals per type, "
-          f"n_estimate {cfg.n_estimate}, k_refs {cfg.k_refs}, micro-batch {cfg.micro_batch}, "
-          f"checkpointing {'on' if ck else 'off'}")
+    M.say(f"  self-play: AZR preset except {sz['sp']} ({sz['sp_why']}) | {cfg.batch_size} "
+          f"proposals per type, n_estimate {cfg.n_estimate}, k_refs {cfg.k_refs}, micro-batch "
+          f"{cfg.micro_batch}, checkpointing {'on' if ck else 'off'}"
+          f"{'' if mb else ' (OVER 24 GiB by the estimate)'}")
     S = selfplay.Session(cfg, selfplay.check_config(cfg), "azr", model, tok,
                          rlvr.make_optimizer(model, cfg.lr), M.RunDir(run_dir),
                          random.Random(seed), seeded_buffers(cfg.seed_size, seed, cfg.n_inputs), {})

@@ -50,6 +50,21 @@ def test_memory_plan_fits_05b_not_15b_in_24_gib():
         assert plan[f"1.5b/{run}"]["weights"] == pytest.approx(4 * 1_543_714_304 / 2 ** 30)
 
 
+def test_update_over_budget_runs_at_micro_batch_1_with_checkpointing(monkeypatch):
+    """The path 1.5B takes on the GPU (nothing fits 24 GiB), on a tiny model with a tiny budget:
+    micro-batch 1, checkpointing on, labelled, and the fp32 step still changes the weights."""
+    import torch
+
+    monkeypatch.setattr(G, "BUDGET_GIB", 1e-6)
+    tok = G.build_tokenizer()
+    torch.manual_seed(0)
+    model = G.build_model(G.qwen_config("0.5b", True, tok), tok, torch.device("cpu"))
+    out = G.phase_update(model, {**G.TINY, "repeats": 1}, torch.device("cpu"), 0)
+    for u in out.values():
+        assert (u["micro_batch"], u["grad_checkpointing"], u["fits_24gib"]) == (1, True, False)
+        assert u["changed_frac"] > 0.5
+
+
 def test_bad_models_flag_is_a_clear_error():
     with pytest.raises(SystemExit, match="--models"):
         G.main(G.Config(device="cpu", tiny=True, models="3b"))
