@@ -24,7 +24,7 @@ of a teacher-forced forward (a transformers version that ignored model.py's KV-c
 once made every token decode without its context: fast and wrong).
 
     python bench/gpu.py --device cpu --tiny          # tiny shapes and sizes, CPU, < 60 s
-    PYTHONUNBUFFERED=1 python bench/gpu.py 2>&1 | tee results/gpu.log   # ~6 min on an H100
+    PYTHONUNBUFFERED=1 python bench/gpu.py 2>&1 | tee results/gpu.log   # ~5 min on an H100
 
 Prints a table (model, phase, seconds, tokens/s, peak GiB, estimate GiB), writes every figure as
 JSON (on a GPU by default results/gpu_<card>.json, the card named in it) and ends with one line
@@ -87,10 +87,10 @@ BUDGET_GIB = 24.0  # the card the memory plan is made for
 SP_AZR, RL_AZR = selfplay.PRESETS["azr"], rlvr.PRESETS["azr"]
 LENGTHS = {"selfplay": (2048, max(SP_AZR["propose_max_tokens"], SP_AZR["solve_max_tokens"])),
            "rlvr": (256, RL_AZR["max_new_tokens"])}
-# The full sizes keep the run near 6 minutes on an H100, from the last run there
-# (results/gpu_h100.log, bf16 weights): a decode step took 25-90 ms, so 128 rows of 256 tokens
-# in batches of 64 take ~10 s a run, and updates ran at 30-40k tokens/s.
-FULL = dict(prompts=16, samples=8, new_tokens=256, prompt_len=128, sample_batch=64,
+# The full sizes keep the run near 5 minutes on an H100 (at most ~8), from the last run there
+# (results/gpu_h100.log, bf16 weights): a decode step took 25-90 ms, so one batch of 64 rows
+# (the scripts' sample_batch) x 256 tokens takes 5-20 s a run; updates ran at 30-40k tokens/s.
+FULL = dict(prompts=8, samples=8, new_tokens=256, prompt_len=128, sample_batch=64,
             update_seqs=32, length_div=1, sp=dict(propose_max_tokens=128, solve_max_tokens=128),
             sp_why="a random model writes neither EOS nor </answer>, so every response runs to "
                    "its cap: at the preset's 1024 tokens two steps would take minutes")
@@ -421,6 +421,17 @@ def main(cfg: Config) -> dict:
     res = {"device": device, "torch": torch.__version__, "transformers": transformers.__version__,
            "config": dataclasses.asdict(cfg), "sizes": sz, "sampler_check": diff,
            "plan": memory_plan(names), "models": {}}
+    out = cfg.out
+    if out == "auto":  # a GPU run names its card; a CPU run writes nothing unless asked
+        slug = re.sub(r"[^a-z0-9]+", "_", device.lower()).strip("_")
+        out = f"results/gpu_{slug}.json" if dev.type == "cuda" and not cfg.tiny else ""
+
+    def save(res):  # after every phase: a run that dies later keeps what it measured
+        res["elapsed_s"] = time.perf_counter() - t0
+        if out:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            Path(out).write_text(json.dumps(res, indent=2, default=str) + "\n")
+
     tok = build_tokenizer(None if cfg.tiny else QWEN25["vocab_size"])
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
@@ -430,24 +441,19 @@ def main(cfg: Config) -> dict:
             M.say(f"[gpu-bench] {name}: {n / 1e6:.1f}M params | {time.perf_counter() - t0:.0f}s")
             r = res["models"][name] = {"params": n}
             r["sampling"] = phase_sampling(model, tok, sz, dev, cfg.seed)
+            save(res)
             r["update"] = phase_update(model, sz, dev, cfg.seed)
+            save(res)
             r["selfplay"] = phase_selfplay(model, tok, sz, dev, cfg.seed, f"{tmp}/{name}")
+            save(res)
             del model
             gc.collect()
             if dev.type == "cuda":  # the next shape starts from an empty cache
                 torch.cuda.empty_cache()
     print_table(res["models"])
-    res["elapsed_s"] = time.perf_counter() - t0
     res["result"] = result_line(device, cfg.tiny, res["models"])
-    out = cfg.out
-    if out == "auto":  # a GPU run names its card; a CPU run writes nothing unless asked
-        slug = re.sub(r"[^a-z0-9]+", "_", device.lower()).strip("_")
-        out = f"results/gpu_{slug}.json" if dev.type == "cuda" and not cfg.tiny else ""
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(res, indent=2, default=str) + "\n")
-        M.say(f"[gpu-bench] wrote {out}")
-    M.say(f"[gpu-bench] total {res['elapsed_s']:.0f}s")
+    save(res)
+    M.say(f"[gpu-bench] {'wrote ' + out + ', ' if out else ''}total {res['elapsed_s']:.0f}s")
     M.say(res["result"])
     return res
 
