@@ -1,22 +1,19 @@
 """selfplay.py — the Absolute Zero Reasoner loop (Zhao et al. 2025, arXiv 2505.03335), as studied
-by Chae et al. 2025 (arXiv 2510.27072).
-
-One model plays two roles on three kinds of code task; a Python executor (verifier.py) is the only
-source of truth:
+by Chae et al. 2025 (arXiv 2510.27072). One model plays two roles on three kinds of code task; a
+Python executor (verifier.py) is the only source of truth:
   deduction  propose a program + input, the executor computes the output; solve: predict the output
   abduction  propose a program + input; solve: give any input that makes f return the output
   induction  given a program from the buffers, propose N inputs + a message; solve: write f from
              the first half of the I/O pairs + the message, judged on the second half
+One step (AZR section 3.3, Algorithm 1): propose → validate → estimate the solve rate s of each
+valid proposal with n solver samples → solve tasks from the buffers → TRR++ advantages in the six
+(task type, role) groups → one policy update.
 
     python selfplay.py                                  # toy base, CPU, all three task types
     python selfplay.py --freeze-proposer                # Chae et al.'s frozen-proposer ablation
     python selfplay.py --proposer-reward peak50         # the R-Zero-style reward (Chae et al. RQ5)
     python selfplay.py --task-types deduction --k-refs 0    # AZR Table 2 ablations
     python selfplay.py --model Qwen/Qwen2.5-Coder-0.5B  # a real model: the AZR preset
-
-One step (AZR section 3.3, Algorithm 1): propose → validate → estimate the solve rate s of each
-valid proposal with n solver samples → solve tasks from the buffers → TRR++ advantages in the six
-(task type, role) groups → one policy update.
 
 Presets (printed at the start; every flag overrides): "azr" for real models follows AZR's Table 3,
 scaled down where one machine forces it (--batch-size, the token caps); "toy" for the toy base
@@ -35,7 +32,6 @@ Always, deliberately: TRR++ statistics per sequence, as the paper's formula (the
 per token); buffers drop exact duplicates; the solver trains on this step's proposals first
 (AZR builds that batch before they join: the same rule, one step fresher); seeding shows the
 identity triplet only while the seed set is empty.
-
 Left out on purpose: AZR's error-deduction task and intrinsic rewards (its appendix D: they did
 not help), comment stripping of seed programs, veRL's distributed machinery.
 """
@@ -57,9 +53,7 @@ import verifier
 PROPOSER_REWARDS = ("learnability", "peak50", "peak25")
 
 
-# ==============================================================================================
-# Rewards and TRR++ (pure functions, tested on hand-computed values)
-# ==============================================================================================
+# ---- Rewards and TRR++ (pure functions, tested on hand-computed values) --------------------------
 def solver_reward(correct: bool, well_formed: bool) -> float:
     """Solver reward with AZR's format penalty (Eq. 6 around Eq. 5): 1 if correct, -0.5 for a
     well-formed wrong answer, -1 for a format error."""
@@ -129,9 +123,7 @@ def estimate_advantages(rewards, n: int) -> torch.Tensor:
     return rlvr.group_advantages(r, n, "group") * mixed.repeat_interleave(n)   # [N]
 
 
-# ==============================================================================================
-# Task buffers: one list per task type; an entry is a task dict plus "step" (the step it joined)
-# ==============================================================================================
+# ---- Task buffers: a list per task type; an entry is a task dict + "step" (the step it joined) ---
 def identity_triplet() -> dict:
     """AZR's zero triplet (paper Fig. 5), in the indented form the toy base was pretrained on."""
     return {"program": "def f(x):\n    return x", "input": "'Hello World'",
@@ -167,9 +159,7 @@ def pick_solver_tasks(buffer: list[dict], n: int, step: int, rng: random.Random)
     old = [t for t in buffer if t["step"] != step]
     picked = rng.sample(new, n) if len(new) > n else list(new)
     picked += rng.sample(old, min(n - len(picked), len(old)))
-    while len(picked) < n:
-        picked.append(rng.choice(buffer))
-    return picked
+    return picked + [rng.choice(buffer) for _ in range(n - len(picked))]
 
 
 def is_trivial(task_type: str, task: dict, refs: list[dict]) -> bool:
@@ -187,9 +177,7 @@ def as_task(p: dict) -> dict:
     return {k: p[k] for k in keys}
 
 
-# ==============================================================================================
-# Settings
-# ==============================================================================================
+# ---- Settings ------------------------------------------------------------------------------------
 @dataclass
 class Config(rlvr.PG):
     """self-play (AZR)"""
@@ -218,13 +206,13 @@ class Config(rlvr.PG):
 
 PRESETS = {
     "toy": {"lr": 1e-4, "loss_agg": "seq_mean", "batch_size": 8, "solve_batch_size": 16,
-            "micro_batch": 16, "entropy_coef": 0.0, "k_refs": 2,
-            "n_inputs": 6, "propose_max_tokens": 224, "solve_max_tokens": 160,
-            "trivial_zero": True, "train_on_estimates": True, "exec_timeout": 2.0},
+            "micro_batch": 16, "entropy_coef": 0.0, "k_refs": 2, "n_inputs": 6,
+            "propose_max_tokens": 224, "solve_max_tokens": 160, "trivial_zero": True,
+            "train_on_estimates": True, "exec_timeout": 2.0},
     "azr": {"lr": 1e-6, "loss_agg": "token_mean", "batch_size": 16, "solve_batch_size": 0,
-            "entropy_coef": 0.001, "k_refs": 6,
-            "n_inputs": 10, "propose_max_tokens": 1024, "solve_max_tokens": 1024,
-            "trivial_zero": False, "train_on_estimates": False, "exec_timeout": 10.0},
+            "entropy_coef": 0.001, "k_refs": 6, "n_inputs": 10, "propose_max_tokens": 1024,
+            "solve_max_tokens": 1024, "trivial_zero": False, "train_on_estimates": False,
+            "exec_timeout": 10.0},
 }
 
 
@@ -242,9 +230,7 @@ def check_config(cfg: Config) -> list[str]:
     return types
 
 
-# ==============================================================================================
-# Propose, validate, estimate, solve
-# ==============================================================================================
+# ---- Propose, validate, estimate, solve ----------------------------------------------------------
 @dataclass
 class Session:
     """What every step needs, in one place."""
@@ -261,11 +247,19 @@ class Session:
     ref_model: object = None
 
 
+@dataclass
+class Part:
+    """Sampled responses of one role, with what the update needs of each row."""
+    ro: M.Rollout
+    groups: list          # (task type, role) of each row: the TRR++ groups
+    rewards: list         # the row's reward (Eq. 6)
+    train: list           # whether the row takes part in the update
+
+
 def sample_grouped(S: Session, role: str, types: list[str], prompts: list[str],
                    n: int) -> tuple[list, list[list[str]]]:
-    """n samples of `role` per prompt (prompts[i] is of task type types[i]); prompts with the
-    same stop strings share `model.sample` calls. Returns ([(rollout, prompt indices)], texts):
-    sample j of a rollout answers prompts[idx[j // n]]; texts[i] = the n responses to prompts[i]."""
+    """n samples of `role` per prompt (prompts[i] of task type types[i]), one `M.sample` call per
+    stop strings. Returns ([(rollout, prompt indices)], texts[i]: the n answers to prompt i)."""
     cfg, stops = S.cfg, [tuple(T.stop_strings(role, t, S.style)) for t in types]
     max_new_tokens = cfg.propose_max_tokens if role == "propose" else cfg.solve_max_tokens
     chunks, texts = [], [[] for _ in prompts]
@@ -279,6 +273,18 @@ def sample_grouped(S: Session, role: str, types: list[str], prompts: list[str],
     return chunks, texts
 
 
+def parts_of(chunks: list, types: list[str], rewards: list, role: str, train: list) -> list[Part]:
+    """The rollouts of `sample_grouped` as Parts: sample j answers prompt i = idx[j // n], of task
+    type types[i], with reward rewards[i][j % n]; it trains if train[i]."""
+    parts = []
+    for ro, idx in chunks:
+        n = len(ro.texts) // len(idx)
+        q = [idx[j // n] for j in range(len(ro.texts))]                 # the prompt of sample j
+        r = [rewards[i][j % n] for j, i in enumerate(q)]
+        parts.append(Part(ro, [(types[i], role) for i in q], r, [train[i] for i in q]))
+    return parts
+
+
 def reject_reason(error: str | None) -> str:
     """A short counter key of a verifier error: its kind ("syntax", "banned", "timeout",
     "nondeterministic", ...), with the class for run-time errors ("exception:NameError")."""
@@ -289,10 +295,9 @@ def reject_reason(error: str | None) -> str:
 
 
 def run_tasks(tasks: list[dict], timeout: float) -> list:
-    """Runs each task's program on its "input" (induction: "inputs") in the sandbox, all in one
-    batch: filter, runs, returns a literal, deterministic across two runs (AZR section 3.2).
-    Fills in "valid", "reason" and the executor's "output" (or "outputs", which must not all be
-    equal: a constant function teaches nothing). Returns each task's first failed run or None."""
+    """Runs each task's program on its "input" (or "inputs") in one sandbox batch (AZR section
+    3.2) and sets "valid", "reason" and "output" (or "outputs", not all equal: a constant function
+    teaches nothing). Returns each task's first failed run, or None."""
     jobs = [[(t["program"], i) for i in t.get("inputs") or [t["input"]]] for t in tasks]
     results = iter(verifier.validate_many([j for js in jobs for j in js], timeout) if tasks else [])
     failed = []
@@ -311,9 +316,8 @@ def run_tasks(tasks: list[dict], timeout: float) -> list:
 
 def validate(task_type: str, texts: list[str], programs: list, style: str, n_inputs: int,
              timeout: float) -> list[dict]:
-    """Proposer responses → task dicts with "valid" and "reason" (AZR section 3.2). deduction/
-    abduction: parse (program, input), the executor's output is the gold; induction: parse
-    n_inputs inputs + a message for the given program. Parsed tasks then go to `run_tasks`."""
+    """Proposer responses → task dicts with "valid" and "reason": a parsed program + input, or
+    n_inputs inputs + a message for the given program (induction), run by `run_tasks`."""
     out = []
     for text, program in zip(texts, programs):
         if task_type == "induction":
@@ -332,8 +336,8 @@ def validate(task_type: str, texts: list[str], programs: list, style: str, n_inp
 
 
 def propose(S: Session, specs: list[tuple], step: int, phase: str):
-    """One proposal per spec (task type, references, induction program), validated; returns
-    (the proposer rollouts, the proposal dicts)."""
+    """One validated proposal per spec (task type, references, induction program). Returns (the
+    proposer rollouts, the proposal dicts)."""
     cfg, types = S.cfg, [t for t, _, _ in specs]
     prompts = [T.propose_induction_prompt(prog, cfg.n_inputs, S.style) if t == "induction"
                else T.propose_prompt(t, refs, S.style) for t, refs, prog in specs]
@@ -352,70 +356,66 @@ def propose(S: Session, specs: list[tuple], step: int, phase: str):
 
 
 def attempt(S: Session, tasks: list[tuple], n: int):
-    """n solver samples for each (task type, task), scored with one `T.score` call per type.
-    Returns (the rollouts, texts, ok, rewards): texts[i], ok[i] and rewards[i] are the n
-    answers to tasks[i], whether each is correct, and its Eq. 6 reward."""
+    """n solver samples for each (task type, task), scored (one `T.score` call per type). Returns
+    (the rollouts, texts[i] and rewards[i]: the n answers to tasks[i] and their Eq. 6 rewards)."""
     prompts = [T.solve_prompt(t, T.solver_view(t, task), S.style) for t, task in tasks]
     chunks, texts = sample_grouped(S, "solve", [t for t, _ in tasks], prompts, n)
-    ok, rewards = [None] * len(tasks), [None] * len(tasks)
+    rewards = [None] * len(tasks)
     for t in S.types:
         mine = [i for i, (tt, _) in enumerate(tasks) if tt == t]
         if mine:
-            c, f = T.score(t, [tasks[i][1] for i in mine for _ in range(n)],
-                           [a for i in mine for a in texts[i]], S.style, S.cfg.exec_timeout)
+            ok, formed = T.score(t, [tasks[i][1] for i in mine for _ in range(n)],
+                                 [a for i in mine for a in texts[i]], S.style, S.cfg.exec_timeout)
+            r = [solver_reward(c, f) for c, f in zip(ok, formed)]
             for q, i in enumerate(mine):
-                ok[i] = c[q * n:(q + 1) * n]
-                rewards[i] = [solver_reward(*x) for x in zip(ok[i], f[q * n:(q + 1) * n])]
-    return chunks, texts, ok, rewards
+                rewards[i] = r[q * n:(q + 1) * n]
+    return chunks, texts, rewards
 
 
-def estimate(S: Session, props: list[dict]):
-    """The solve rate s of every valid proposal from n solver samples (one batch across types),
-    and from it the proposer's reward. Returns (the estimation rollouts, est[j]: the Eq. 6
-    rewards of the n samples of the j-th valid proposal)."""
+def estimate(S: Session, props: list[dict]) -> list[Part]:
+    """The solve rate s of each valid proposal from n solver samples, and from it the proposer's
+    reward. Returns the samples as solver Parts (a set-aside task's never train)."""
     n, valid = S.cfg.n_estimate, [p for p in props if p["valid"]]
-    chunks, _, ok, est = attempt(S, [(p["type"], p) for p in valid], n)
-    for p, o in zip(valid, ok):
-        p.update(successes=int(sum(o)), n=n)
+    chunks, _, est = attempt(S, [(p["type"], p) for p in valid], n)
+    for p, r in zip(valid, est):
+        p.update(successes=r.count(1.0), n=n)  # reward 1: correct (Eq. 6)
         p["s"] = p["successes"] / n
     for p in props:
         p["reward"] = proposal_reward(p["valid"], p["s"], S.cfg.proposer_reward, p["set_aside"])
-    return chunks, est
+    return parts_of(chunks, [p["type"] for p in valid], est, "solve",
+                    [not p["set_aside"] for p in valid])
 
 
 def solve(S: Session, step: int):
     """One solver sample for each of --solve-batch-size buffer tasks per type (this step's
-    proposals first). Returns (rollouts, one {type, text, reward} per prompt, metrics)."""
+    proposals first). Returns (the solver Parts, one {type, text, reward} per task, metrics)."""
     tasks = [(t, task) for t in S.types
              for task in pick_solver_tasks(S.buffers[t], S.cfg.solve_batch_size, step, S.rng)]
-    chunks, texts, ok, rewards = attempt(S, tasks, 1)
-    metrics = {}
-    for t in S.types:
-        mine = [i for i, (tt, _) in enumerate(tasks) if tt == t]
-        if mine:
-            metrics[f"solve/{t}/accuracy"] = sum(ok[i][0] for i in mine) / len(mine)
-            formed = sum(rewards[i][0] != -1.0 for i in mine)  # -1: a format error (Eq. 6)
-            metrics[f"solve/{t}/format_error_rate"] = 1 - formed / len(mine)
+    chunks, texts, rewards = attempt(S, tasks, 1)
     answers = [{"type": t, "text": x[0], "reward": r[0]}
                for (t, _), x, r in zip(tasks, texts, rewards)]
-    return chunks, answers, metrics
+    metrics = {}
+    for t in S.types:
+        r = [a["reward"] for a in answers if a["type"] == t]
+        if r:  # Eq. 6: 1 correct, -1 a format error
+            metrics[f"solve/{t}/accuracy"] = r.count(1.0) / len(r)
+            metrics[f"solve/{t}/format_error_rate"] = 1 - (len(r) - r.count(-1.0)) / len(r)
+    parts = parts_of(chunks, [t for t, _ in tasks], rewards, "solve", [True] * len(tasks))
+    return parts, answers, metrics
 
 
 def seed_from_file(S: Session, path: str) -> tuple[list, list]:
     """--seed-tasks: rows {program, input} (or CRUXEval's {code, input}) seed D_ded = D_abd, rows
-    {program, inputs, message} seed D_ind; each is validated as a proposal would be (its
-    output is the executor's). A row that fails is an error naming its line."""
+    {program, inputs, message} D_ind, validated as proposals; a bad row exits naming its line."""
     seed, ind = [], []
     for line, row in M.read_jsonl(path, "--seed-tasks ", numbered=True):
-        prog, inputs, where = row.get("program") or row.get("code"), row.get("inputs"), \
-            f"--seed-tasks {path}, line {line}"
+        prog, inputs = row.get("program") or row.get("code"), row.get("inputs")
+        where = f"--seed-tasks {path}, line {line}"
         M.check(isinstance(prog, str) and ("input" in row or inputs and "message" in row),
                 f"{where}: expected program + input (or program + inputs + message)")
-        if inputs:
-            task = {"type": "induction", "program": prog, "inputs": [str(i) for i in inputs],
-                    "message": row["message"]}
-        else:
-            task = {"type": "deduction", "program": prog, "input": str(row["input"])}
+        task = {"type": "induction" if inputs else "deduction", "program": prog}
+        task.update({"inputs": [str(i) for i in inputs], "message": row["message"]} if inputs
+                    else {"input": str(row["input"])})
         bad = run_tasks([task], S.cfg.exec_timeout)[0]
         M.check(bad is None, f"{where}: not a valid task ({bad.error if bad else ''})")
         M.check(task["valid"], f"{where}: all outputs are equal (a constant function teaches "
@@ -425,29 +425,17 @@ def seed_from_file(S: Session, path: str) -> tuple[list, list]:
 
 
 def seed_buffers(S: Session) -> dict:
-    """AZR section 3.3.1: the untrained model proposes, with no update, deduction and abduction
-    tasks (references from the growing seed set; the identity triplet while it is empty) until
-    the seed set holds --seed-size valid tasks (D0_ded = D0_abd = D_seed), then induction tasks
-    on seed programs until D0_ind does. With --seed-tasks the file's tasks come first. Every
-    proposal goes to tasks.jsonl; failing after 40 rounds is an error that counts the
-    rejections."""
+    """AZR section 3.3.1: after the --seed-tasks, the untrained model proposes deduction and
+    abduction tasks (references from the growing seed set, the identity triplet while it is
+    empty) until D0_ded = D0_abd = D_seed holds --seed-size, then induction tasks on seed
+    programs until D0_ind does; after 40 rounds, an exit that counts the rejections."""
     t0, cfg, rng = time.time(), S.cfg, S.rng
     seed, ind = seed_from_file(S, cfg.seed_tasks) if cfg.seed_tasks else ([], [])
     need_seed = 1 if cfg.seed_tasks else cfg.seed_size  # a file's tasks are all the seed set
     need_ind = 0 if "induction" not in S.types else 1 if ind else cfg.seed_size
     rows, rounds, n = [], 0, max(cfg.batch_size, 8)
     bar = M.progress(None, "seeding", total=need_seed + need_ind)
-    while len(seed) < need_seed or len(ind) < need_ind:
-        if rounds >= 40:
-            S.run.log(0, rows, "tasks.jsonl")
-            reasons = Counter(r["reason"] if not r["valid"] else
-                              "valid but guessable or a duplicate" for r in rows)
-            raise SystemExit(
-                f"seeding failed: after {rounds} rounds ({len(rows)} proposals) the seed set "
-                f"holds {len(seed)}/{need_seed} tasks and the induction buffer {len(ind)}/"
-                f"{need_ind}. Proposals by outcome: {dict(reasons)}. They are "
-                f"in {S.run.path / 'tasks.jsonl'}. Seed from a file (--seed-tasks), lower "
-                f"--seed-size, or check --model/--style.")
+    while (len(seed) < need_seed or len(ind) < need_ind) and rounds < 40:
         rounds += 1
         if len(seed) < need_seed:
             specs = [("deduction" if j % 2 == 0 else "abduction",
@@ -463,6 +451,14 @@ def seed_buffers(S: Session) -> dict:
                 bar.update(1)
     bar.close()
     S.run.log(0, rows, "tasks.jsonl")
+    if len(seed) < need_seed or len(ind) < need_ind:
+        reasons = Counter(r["reason"] if not r["valid"] else "valid but guessable or a duplicate"
+                          for r in rows)
+        raise SystemExit(
+            f"seeding failed: after {rounds} rounds ({len(rows)} proposals) the seed set holds "
+            f"{len(seed)}/{need_seed} tasks and the induction buffer {len(ind)}/{need_ind}. "
+            f"Proposals by outcome: {dict(reasons)}. They are in {S.run.path / 'tasks.jsonl'}. "
+            f"Seed from a file (--seed-tasks), lower --seed-size, or check --model/--style.")
     S.buffers = {"deduction": [dict(t) for t in seed], "abduction": [dict(t) for t in seed],
                  "induction": ind}
     return {"seed/rounds": rounds, "seed/proposals": len(rows),
@@ -477,54 +473,40 @@ def task_row(p: dict) -> dict:
     return {k: p.get(k) for k in keys}
 
 
-# ==============================================================================================
-# One self-play step
-# ==============================================================================================
-@dataclass
-class Part:
-    """Sampled responses of one role, with what the update needs of each row."""
-    ro: M.Rollout
-    groups: list          # (task type, role) of each row: the TRR++ groups
-    rewards: list         # the row's reward (Eq. 6)
-    train: list           # whether the row takes part in the update
-    logged: bool = True   # its entropy and length enter the role metrics
-
-
+# ---- One self-play step --------------------------------------------------------------------------
 def self_play_step(S: Session, step: int) -> tuple[dict, list[dict]]:
-    """Propose → validate → estimate → solve → TRR++ → one update (AZR Algorithm 1). Returns
-    (metrics, a few samples); appends every proposal to tasks.jsonl."""
+    """AZR Algorithm 1 (the module docstring's step). Returns (metrics, a few samples)."""
     cfg, times = S.cfg, {}
     t0 = t_step = time.time()
     prop_chunks, props = propose(S, proposal_specs(S), step, "train")  # 1-2. propose, validate
     times["propose"], t0 = time.time() - t0, time.time()
-    est_chunks, est = estimate(S, props)            # 3. the solve rate s → the proposer reward
+    est_parts = estimate(S, props)                  # 3. the solve rate s → the proposer reward
     times["estimate"], t0 = time.time() - t0, time.time()
     for p in props:                                 # every valid, non-guessable task joins
         if p["valid"] and not p["set_aside"]:
             add_to_buffer(S.buffers[p["type"]], as_task(p), step)
     S.run.log(step, [task_row(p) for p in props], "tasks.jsonl")
-    solve_chunks, answers, metrics = solve(S, step)                    # 4. solve buffer tasks
+    solve_parts, answers, metrics = solve(S, step)                     # 4. solve buffer tasks
     times["solve"], t0 = time.time() - t0, time.time()
-    parts = (parts_of(prop_chunks, props, "propose", not cfg.freeze_proposer)  # 5. TRR++
-             + parts_of(solve_chunks, answers, "solve"))
-    adv = trr_advantages([r for p in parts for r in p.rewards], [g for p in parts for g in p.groups])
-    if cfg.train_on_estimates:
-        est_parts = estimate_parts(S, props, est_chunks, est)
-        est_rewards = [r for p in est_parts for r in p.rewards]
-        adv = torch.cat([adv, estimate_advantages(est_rewards, cfg.n_estimate)])   # [N]
-        parts += est_parts
-    update = update_of(S, parts, adv)                                  # 6. one policy update
-    times["update"], times["step"] = time.time() - t0, time.time() - t_step
+    parts = parts_of(prop_chunks, [p["type"] for p in props], [[p["reward"]] for p in props],
+                     "propose", [not cfg.freeze_proposer] * len(props)) + solve_parts
+    adv = trr_advantages([r for p in parts for r in p.rewards],       # 5. TRR++ advantages
+                         [g for p in parts for g in p.groups])                         # [N]
+    est_parts = est_parts if cfg.train_on_estimates else []   # each task's n: a GRPO group
+    est_adv = estimate_advantages([r for p in est_parts for r in p.rewards], cfg.n_estimate)
+    update = update_of(S, parts + est_parts, torch.cat([adv, est_adv]))  # 6. one policy update
+    times["update"] = time.time() - t0
     metrics.update(step_metrics(S, props, parts))
     metrics.update({f"update/{k}": float(v) for k, v in update.items()})
     metrics["update/skipped"] = int(not update)
+    times["step"] = time.time() - t_step
     metrics.update({f"time/{k}": v for k, v in times.items()})
     return metrics, samples_of(S, props, answers)
 
 
 def proposal_specs(S: Session) -> list[tuple]:
-    """--batch-size (task type, references, program) per type: K references drawn from the
-    type's buffer; induction: no references, a program from D_ded + D_abd."""
+    """--batch-size (task type, references, induction program) per type: K references from the
+    type's buffer, or for induction none and a program from D_ded + D_abd."""
     specs, pool = [], S.buffers["deduction"] + S.buffers["abduction"]
     for t in S.types:
         for _ in range(S.cfg.batch_size):
@@ -535,32 +517,11 @@ def proposal_specs(S: Session) -> list[tuple]:
     return specs
 
 
-def parts_of(chunks: list, rows: list[dict], role: str, train: bool = True) -> list[Part]:
-    """One Part per rollout of `role`; rows[i] (a proposal or a solver answer) holds the task
-    type and the reward of the response to prompt i."""
-    return [Part(ro, [(rows[i]["type"], role) for i in idx], [rows[i]["reward"] for i in idx],
-                 [train] * len(idx)) for ro, idx in chunks]
-
-
-def estimate_parts(S: Session, props: list[dict], chunks: list, est: list) -> list[Part]:
-    """--train-on-estimates: the estimation rollouts as solver rows, not logged; sample j of a
-    rollout is sample j % n of valid proposal idx[j // n]. A set-aside task trains nothing."""
-    n, valid, parts = S.cfg.n_estimate, [p for p in props if p["valid"]], []
-    for ro, idx in chunks:
-        q = [idx[j // n] for j in range(len(ro.texts))]
-        parts.append(Part(ro, [(valid[k]["type"], "solve") for k in q],
-                          [est[k][j % n] for j, k in enumerate(q)],
-                          [not valid[k]["set_aside"] for k in q], logged=False))
-    return parts
-
-
 def update_of(S: Session, parts: list[Part], adv: torch.Tensor) -> dict:
-    """The experiences of the rows that train (each row carries its own advantage), then one
-    `rlvr.update_policy`. All-zero advantages give a zero policy gradient: the update is then
-    skipped (and said on the console) unless an entropy or KL term would still move it."""
-    cfg, exps, start = S.cfg, [], 0
-    for p in parts:
-        a, start = adv[start:start + len(p.rewards)], start + len(p.rewards)       # [n]
+    """One `rlvr.update_policy` on the rows that train, each with its own advantage; skipped
+    (said on the console) when all advantages are 0 and no entropy or KL term would move it."""
+    cfg, exps = S.cfg, []
+    for p, a in zip(parts, adv.split([len(p.rewards) for p in parts])):         # a: [n]
         keep = [j for j, tr in enumerate(p.train) if tr]
         if keep:
             e = rlvr.Experience.from_rollout(p.ro, a)
@@ -573,24 +534,23 @@ def update_of(S: Session, parts: list[Part], adv: torch.Tensor) -> dict:
 
 
 def step_metrics(S: Session, props: list[dict], parts: list[Part]) -> dict:
-    """Per (role, task type): mean reward, token entropy (full vocabulary, from the sampler),
-    response length; per task type: valid, guessable and learnable (0 < s < 1) rates, mean s,
-    the histogram of successes and the rejection reasons; buffer sizes."""
-    m, acc = {}, {}  # acc: (task type, role) → sums [token entropy, tokens, length, rows, reward]
-    for p in (p for p in parts if p.logged):
+    """Per (role, task type) and per role: full-vocabulary token entropy, response length, mean
+    reward (per pair); per task type: valid, guessable and learnable (0 < s < 1) rates, mean s,
+    the histogram of successes, the rejection reasons and the buffer size."""
+    acc = {}  # (task type, role) → sums of [token entropy, response tokens, length, rows, reward]
+    for p in parts:
         ent = p.ro.entropy.float() * p.ro.response_mask                          # [n, T]
         for j, g in enumerate(p.groups):
             row = (float(ent[j].sum()), float(p.ro.response_mask[j].sum()),
                    float(p.ro.lengths[j]), 1, p.rewards[j])
             acc[g] = [a + x for a, x in zip(acc.get(g, [0.0, 0.0, 0.0, 0, 0.0]), row)]
-    for (t, role), a in acc.items():
-        m[f"{role}/{t}/reward_mean"] = a[4] / a[3]
-        m[f"{role}/{t}/entropy"], m[f"{role}/{t}/response_len"] = a[0] / max(a[1], 1), a[2] / a[3]
-    for role in ("propose", "solve"):
-        mine = [a for g, a in acc.items() if g[1] == role]
+    m = {f"{role}/{t}/reward_mean": a[4] / a[3] for (t, role), a in acc.items()}
+    sums = {f"{role}/{t}/": [a] for (t, role), a in acc.items()}
+    sums.update({f"{r}/": [a for g, a in acc.items() if g[1] == r] for r in ("propose", "solve")})
+    for prefix, mine in sums.items():
         if mine:
-            m[f"{role}/entropy"] = sum(a[0] for a in mine) / max(sum(a[1] for a in mine), 1)
-            m[f"{role}/response_len"] = sum(a[2] for a in mine) / sum(a[3] for a in mine)
+            m[f"{prefix}entropy"] = sum(a[0] for a in mine) / max(sum(a[1] for a in mine), 1)
+            m[f"{prefix}response_len"] = sum(a[2] for a in mine) / sum(a[3] for a in mine)
     if acc:
         m["entropy"] = sum(a[0] for a in acc.values()) / max(sum(a[1] for a in acc.values()), 1)
     for t in S.types:
@@ -614,24 +574,17 @@ def step_metrics(S: Session, props: list[dict], parts: list[Part]) -> dict:
 
 def samples_of(S: Session, props: list[dict], answers: list[dict]) -> list[dict]:
     """The first proposal and the first solver answer of each task type (samples.jsonl)."""
-    rows = []
-    for t in S.types:
-        p = next((p for p in props if p["type"] == t), None)
-        a = next((a for a in answers if a["type"] == t), None)
-        if p is not None:
-            rows.append({"role": "propose", "type": t, "text": p["text"], "valid": p["valid"],
-                         "reason": p["reason"], "reward": p["reward"]})
-        if a is not None:
-            rows.append({"role": "solve", **a})
+    keys, rows = ("type", "text", "valid", "reason", "reward"), []
+    for t in S.types:  # [:1]: the first one, if any
+        rows += [{"role": "propose", **{k: p[k] for k in keys}} for p in props
+                 if p["type"] == t][:1]
+        rows += [{"role": "solve", **a} for a in answers if a["type"] == t][:1]
     return rows
 
 
-# ==============================================================================================
-# Main
-# ==============================================================================================
+# ---- Main ----------------------------------------------------------------------------------------
 def step_line(m: dict, step: int, steps: int, types: list) -> str:
-    """The console line of a step: the valid-proposal rate, the mean solve rate s of the valid
-    proposals (over all types, weighted by their counts), the solver's accuracy on its own tasks
+    """The console line of a step: valid rate, mean s over all valid proposals, solver accuracy
     per type, entropy per role, seconds."""
     pairs = [(m[f"propose/{t}/s_mean"], sum(m[f"propose/{t}/s_hist"])) for t in types
              if f"propose/{t}/s_mean" in m]  # (mean s, valid proposals) per type
@@ -710,8 +663,8 @@ def main(cfg: Config) -> dict:
         skipped = "" if m["update/skipped"] == 0 else " | update skipped: all advantages 0"
         M.say(step_line(m, step, cfg.steps, types) + skipped)
         if M.due(step, cfg.save_every, cfg.steps):
-            run.save(step, model, tok, S.optimizer, {"buffers": S.buffers,
-                                                     "rng": S.rng.getstate()}, cfg.keep_checkpoints)
+            state = {"buffers": S.buffers, "rng": S.rng.getstate()}
+            run.save(step, model, tok, S.optimizer, state, cfg.keep_checkpoints)
     valid = [r["propose/valid_rate"] for r in run.read() if "propose/valid_rate" in r]
     return rlvr.finish("selfplay", run, cfg.steps, t_start, T.program_ids(sets),
                        f" | valid-proposal rate min {min(valid, default=0):.2f} mean "
