@@ -1,22 +1,19 @@
 """selfplay.py — the Absolute Zero Reasoner loop (Zhao et al. 2025, arXiv 2505.03335), as studied
-by Chae et al. 2025 (arXiv 2510.27072).
-
-One model plays two roles on three kinds of code task; a Python executor (verifier.py) is the only
-source of truth:
+by Chae et al. 2025 (arXiv 2510.27072). One model plays two roles on three kinds of code task; a
+Python executor (verifier.py) is the only source of truth:
   deduction  propose a program + input, the executor computes the output; solve: predict the output
   abduction  propose a program + input; solve: give any input that makes f return the output
   induction  given a program from the buffers, propose N inputs + a message; solve: write f from
              the first half of the I/O pairs + the message, judged on the second half
+One step (AZR section 3.3, Algorithm 1): propose → validate → estimate the solve rate s of each
+valid proposal with n solver samples → solve tasks from the buffers → TRR++ advantages in the six
+(task type, role) groups → one policy update.
 
     python selfplay.py                                  # toy base, CPU, all three task types
     python selfplay.py --freeze-proposer                # Chae et al.'s frozen-proposer ablation
     python selfplay.py --proposer-reward peak50         # the R-Zero-style reward (Chae et al. RQ5)
     python selfplay.py --task-types deduction --k-refs 0    # AZR Table 2 ablations
     python selfplay.py --model Qwen/Qwen2.5-Coder-0.5B  # a real model: the AZR preset
-
-One step (AZR section 3.3, Algorithm 1): propose → validate → estimate the solve rate s of each
-valid proposal with n solver samples → solve tasks from the buffers → TRR++ advantages in the six
-(task type, role) groups → one policy update.
 
 Presets (printed at the start; every flag overrides): "azr" for real models follows AZR's Table 3,
 scaled down where one machine forces it (--batch-size, the token caps); "toy" for the toy base
@@ -35,7 +32,6 @@ Always, deliberately: TRR++ statistics per sequence, as the paper's formula (the
 per token); buffers drop exact duplicates; the solver trains on this step's proposals first
 (AZR builds that batch before they join: the same rule, one step fresher); seeding shows the
 identity triplet only while the seed set is empty.
-
 Left out on purpose: AZR's error-deduction task and intrinsic rewards (its appendix D: they did
 not help), comment stripping of seed programs, veRL's distributed machinery.
 """
@@ -44,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
@@ -56,9 +53,7 @@ import verifier
 PROPOSER_REWARDS = ("learnability", "peak50", "peak25")
 
 
-# ==============================================================================================
-# Rewards and TRR++ (pure functions, tested on hand-computed values)
-# ==============================================================================================
+# ---- Rewards and TRR++ (pure functions, tested on hand-computed values) --------------------------
 def solver_reward(correct: bool, well_formed: bool) -> float:
     """Solver reward with AZR's format penalty (Eq. 6 around Eq. 5): 1 if correct, -0.5 for a
     well-formed wrong answer, -1 for a format error."""
@@ -128,9 +123,7 @@ def estimate_advantages(rewards, n: int) -> torch.Tensor:
     return rlvr.group_advantages(r, n, "group") * mixed.repeat_interleave(n)   # [N]
 
 
-# ==============================================================================================
-# Task buffers: one list per task type; an entry is a task dict plus "step" (the step it joined)
-# ==============================================================================================
+# ---- Task buffers: a list per task type; an entry is a task dict + "step" (the step it joined) ---
 def identity_triplet() -> dict:
     """AZR's zero triplet (paper Fig. 5), in the indented form the toy base was pretrained on."""
     return {"program": "def f(x):\n    return x", "input": "'Hello World'",
@@ -166,9 +159,7 @@ def pick_solver_tasks(buffer: list[dict], n: int, step: int, rng: random.Random)
     old = [t for t in buffer if t["step"] != step]
     picked = rng.sample(new, n) if len(new) > n else list(new)
     picked += rng.sample(old, min(n - len(picked), len(old)))
-    while len(picked) < n:
-        picked.append(rng.choice(buffer))
-    return picked
+    return picked + [rng.choice(buffer) for _ in range(n - len(picked))]
 
 
 def is_trivial(task_type: str, task: dict, refs: list[dict]) -> bool:
@@ -186,9 +177,7 @@ def as_task(p: dict) -> dict:
     return {k: p[k] for k in keys}
 
 
-# ==============================================================================================
-# Settings
-# ==============================================================================================
+# ---- Settings ------------------------------------------------------------------------------------
 @dataclass
 class Config(rlvr.PG):
     """self-play (AZR)"""
@@ -217,13 +206,13 @@ class Config(rlvr.PG):
 
 PRESETS = {
     "toy": {"lr": 1e-4, "loss_agg": "seq_mean", "batch_size": 8, "solve_batch_size": 16,
-            "micro_batch": 16, "entropy_coef": 0.0, "k_refs": 2,
-            "n_inputs": 6, "propose_max_tokens": 224, "solve_max_tokens": 160,
-            "trivial_zero": True, "train_on_estimates": True, "exec_timeout": 2.0},
+            "micro_batch": 16, "entropy_coef": 0.0, "k_refs": 2, "n_inputs": 6,
+            "propose_max_tokens": 224, "solve_max_tokens": 160, "trivial_zero": True,
+            "train_on_estimates": True, "exec_timeout": 2.0},
     "azr": {"lr": 1e-6, "loss_agg": "token_mean", "batch_size": 16, "solve_batch_size": 0,
-            "entropy_coef": 0.001, "k_refs": 6,
-            "n_inputs": 10, "propose_max_tokens": 1024, "solve_max_tokens": 1024,
-            "trivial_zero": False, "train_on_estimates": False, "exec_timeout": 10.0},
+            "entropy_coef": 0.001, "k_refs": 6, "n_inputs": 10, "propose_max_tokens": 1024,
+            "solve_max_tokens": 1024, "trivial_zero": False, "train_on_estimates": False,
+            "exec_timeout": 10.0},
 }
 
 
@@ -241,9 +230,7 @@ def check_config(cfg: Config) -> list[str]:
     return types
 
 
-# ==============================================================================================
-# Propose, validate, estimate, solve
-# ==============================================================================================
+# ---- Propose, validate, estimate, solve ----------------------------------------------------------
 @dataclass
 class Session:
     """What every step needs, in one place."""
@@ -260,20 +247,42 @@ class Session:
     ref_model: object = None
 
 
-def sample_grouped(S: Session, prompts: list[str], stops: list[tuple], n: int,
-                   temperature: float, max_new_tokens: int) -> tuple[list, list[list[str]]]:
-    """n samples per prompt; prompts with the same stop strings share `model.sample` calls.
-    Returns ([(rollout, prompt indices)], texts): sample j of a rollout answers
-    prompts[idx[j // n]]; texts[i] = the n responses to prompts[i]."""
+@dataclass
+class Part:
+    """Sampled responses of one role, with what the update needs of each row."""
+    ro: M.Rollout
+    groups: list          # (task type, role) of each row: the TRR++ groups
+    rewards: list         # the row's reward (Eq. 6)
+    train: list           # whether the row takes part in the update
+
+
+def sample_grouped(S: Session, role: str, types: list[str], prompts: list[str],
+                   n: int) -> tuple[list, list[list[str]]]:
+    """n samples of `role` per prompt (prompts[i] of task type types[i]), one `M.sample` call per
+    stop strings. Returns ([(rollout, prompt indices)], texts[i]: the n answers to prompt i)."""
+    cfg, stops = S.cfg, [tuple(T.stop_strings(role, t, S.style)) for t in types]
+    max_new_tokens = cfg.propose_max_tokens if role == "propose" else cfg.solve_max_tokens
     chunks, texts = [], [[] for _ in prompts]
     for stop in dict.fromkeys(stops):
         idx = [i for i, s in enumerate(stops) if s == stop]
-        ro = M.sample(S.model, S.tok, [prompts[i] for i in idx], n=n, temperature=temperature,
-                      max_new_tokens=max_new_tokens, stop=list(stop), batch_size=S.cfg.sample_batch)
+        ro = M.sample(S.model, S.tok, [prompts[i] for i in idx], n=n, temperature=cfg.temperature,
+                      max_new_tokens=max_new_tokens, stop=list(stop), batch_size=cfg.sample_batch)
         chunks.append((ro, idx))
         for j, text in enumerate(ro.texts):
             texts[idx[j // n]].append(text)
     return chunks, texts
+
+
+def parts_of(chunks: list, types: list[str], rewards: list, role: str, train: list) -> list[Part]:
+    """The rollouts of `sample_grouped` as Parts: sample j answers prompt i = idx[j // n], of task
+    type types[i], with reward rewards[i][j % n]; it trains if train[i]."""
+    parts = []
+    for ro, idx in chunks:
+        n = len(ro.texts) // len(idx)
+        q = [idx[j // n] for j in range(len(ro.texts))]                 # the prompt of sample j
+        r = [rewards[i][j % n] for j, i in enumerate(q)]
+        parts.append(Part(ro, [(types[i], role) for i in q], r, [train[i] for i in q]))
+    return parts
 
 
 def reject_reason(error: str | None) -> str:
@@ -285,195 +294,176 @@ def reject_reason(error: str | None) -> str:
     return parts[0][:40] or "error"
 
 
+def run_tasks(tasks: list[dict], timeout: float) -> list:
+    """Runs each task's program on its "input" (or "inputs") in one sandbox batch (AZR section
+    3.2) and sets "valid", "reason" and "output" (or "outputs", not all equal: a constant function
+    teaches nothing). Returns each task's first failed run, or None."""
+    jobs = [[(t["program"], i) for i in t.get("inputs") or [t["input"]]] for t in tasks]
+    results = iter(verifier.validate_many([j for js in jobs for j in js], timeout) if tasks else [])
+    failed = []
+    for t, js in zip(tasks, jobs):
+        res = [next(results) for _ in js]
+        failed.append(next((r for r in res if not r.ok), None))
+        if failed[-1] is not None:
+            t.update(valid=False, reason=reject_reason(failed[-1].error))
+        elif "inputs" not in t:
+            t.update(valid=True, reason="ok", output=res[0].value)
+        else:
+            t.update(valid=len({r.value for r in res}) > 1, outputs=[r.value for r in res])
+            t["reason"] = "ok" if t["valid"] else "outputs_identical"
+    return failed
+
+
 def validate(task_type: str, texts: list[str], programs: list, style: str, n_inputs: int,
              timeout: float) -> list[dict]:
-    """Proposer responses → task dicts with "valid" and "reason" (AZR section 3.2). deduction/
-    abduction: parse (program, input) and validate it in the sandbox (filter, runs, returns a
-    literal, deterministic across two runs); the executor's output is the gold. induction: parse
-    n_inputs inputs + a message for the given program; every input must run, and the outputs
-    must not all be equal (a constant function teaches nothing)."""
-    out, jobs, where = [{} for _ in texts], [], []
-    for i, text in enumerate(texts):
+    """Proposer responses → task dicts with "valid" and "reason": a parsed program + input, or
+    n_inputs inputs + a message for the given program (induction), run by `run_tasks`."""
+    out = []
+    for text, program in zip(texts, programs):
         if task_type == "induction":
             parsed = T.parse_induction_proposal(text, style, n_inputs)
-            out[i] = {"program": programs[i]}
+            p = {"program": program}
             if not isinstance(parsed, str):
-                out[i].update(inputs=parsed[0], message=parsed[1])
-                jobs += [(programs[i], inp) for inp in parsed[0]]
-                where += [i] * len(parsed[0])
+                p.update(inputs=parsed[0], message=parsed[1])
         else:
             parsed = T.parse_proposal(text, style)
-            if not isinstance(parsed, str):
-                out[i] = {"program": parsed[0], "input": parsed[1]}
-                jobs.append(parsed)
-                where.append(i)
+            p = {} if isinstance(parsed, str) else {"program": parsed[0], "input": parsed[1]}
         if isinstance(parsed, str):
-            out[i].update(valid=False, reason=parsed)
-    results = {}
-    for i, res in zip(where, verifier.validate_many(jobs, timeout) if jobs else []):
-        results.setdefault(i, []).append(res)
-    for i, res in results.items():
-        bad = next((r for r in res if not r.ok), None)
-        if bad is not None:
-            out[i].update(valid=False, reason=reject_reason(bad.error))
-        elif task_type != "induction":
-            out[i].update(valid=True, reason="ok", output=res[0].value)
-        elif len({r.value for r in res}) == 1:
-            out[i].update(valid=False, reason="outputs_identical", outputs=[r.value for r in res])
-        else:
-            out[i].update(valid=True, reason="ok", outputs=[r.value for r in res])
+            p.update(valid=False, reason=parsed)
+        out.append(p)
+    run_tasks([p for p in out if "valid" not in p], timeout)
     return out
 
 
 def propose(S: Session, specs: list[tuple], step: int, phase: str):
-    """One proposal per spec (task type, references, induction program), validated; returns
-    (the proposer rollouts, the proposal dicts)."""
-    cfg, prompts = S.cfg, []
-    for t, refs, prog in specs:
-        prompts.append(T.propose_induction_prompt(prog, cfg.n_inputs, S.style) if t == "induction"
-                       else T.propose_prompt(t, refs, S.style))
-    stops = [tuple(T.stop_strings("propose", t, S.style)) for t, _, _ in specs]
-    chunks, texts = sample_grouped(S, prompts, stops, 1, cfg.temperature, cfg.propose_max_tokens)
-    texts = [x[0] for x in texts]
+    """One validated proposal per spec (task type, references, induction program). Returns (the
+    proposer rollouts, the proposal dicts)."""
+    cfg, types = S.cfg, [t for t, _, _ in specs]
+    prompts = [T.propose_induction_prompt(prog, cfg.n_inputs, S.style) if t == "induction"
+               else T.propose_prompt(t, refs, S.style) for t, refs, prog in specs]
+    chunks, texts = sample_grouped(S, "propose", types, prompts, 1)
     props = [{} for _ in specs]
-    for t in dict.fromkeys(s[0] for s in specs):
+    for t in dict.fromkeys(types):
         mine = [i for i, s in enumerate(specs) if s[0] == t]
-        res = validate(t, [texts[i] for i in mine], [specs[i][2] for i in mine], S.style,
+        res = validate(t, [texts[i][0] for i in mine], [specs[i][2] for i in mine], S.style,
                        cfg.n_inputs, cfg.exec_timeout)
         for i, p in zip(mine, res):
-            p.update(type=t, text=texts[i], step=step, phase=phase, s=None, successes=None)
+            p.update(type=t, text=texts[i][0], step=step, phase=phase, s=None, successes=None)
             p["trivial"] = bool(p["valid"] and is_trivial(t, p, specs[i][1]))
             p["set_aside"] = bool(cfg.trivial_zero and p["trivial"])
             props[i] = p
     return chunks, props
 
 
-def estimate(S: Session, props: list[dict]):
-    """The solve rate s of every valid proposal from n solver samples (one batch across types),
-    and from it the proposer's reward. Returns (the estimation rollouts, their Eq. 6 rewards
-    est[j][k] of sample k of the j-th valid proposal)."""
-    cfg, n = S.cfg, S.cfg.n_estimate
-    valid = [p for p in props if p["valid"]]
-    chunks, est = [], [[] for _ in valid]
-    if valid:
-        prompts = [T.solve_prompt(p["type"], T.solver_view(p["type"], p), S.style) for p in valid]
-        stops = [tuple(T.stop_strings("solve", p["type"], S.style)) for p in valid]
-        chunks, answers = sample_grouped(S, prompts, stops, n, cfg.temperature,
-                                         cfg.solve_max_tokens)
-        for t in S.types:
-            mine = [j for j, p in enumerate(valid) if p["type"] == t]
-            if not mine:
-                continue
-            ok, formed = T.score(t, [valid[j] for j in mine for _ in range(n)],
-                                 [a for j in mine for a in answers[j]], S.style, cfg.exec_timeout)
-            for q, j in enumerate(mine):
-                valid[j]["successes"], valid[j]["n"] = int(sum(ok[q * n:(q + 1) * n])), n
-                valid[j]["s"] = valid[j]["successes"] / n
-                est[j] = [solver_reward(c, f) for c, f in zip(ok[q * n:(q + 1) * n],
-                                                              formed[q * n:(q + 1) * n])]
-    for p in props:
-        p["reward"] = proposal_reward(p["valid"], p["s"], cfg.proposer_reward, p["set_aside"])
-    return chunks, est
-
-
-def solve(S: Session, step: int, metrics: dict):
-    """One solver sample for each of --solve-batch-size buffer tasks per type (this step's
-    proposals first). Returns (rollouts, the (type, task) of each prompt, their rewards)."""
-    cfg = S.cfg
-    tasks = [(t, task) for t in S.types
-             for task in pick_solver_tasks(S.buffers[t], cfg.solve_batch_size, step, S.rng)]
-    if not tasks:
-        return [], [], []
+def attempt(S: Session, tasks: list[tuple], n: int):
+    """n solver samples for each (task type, task), scored (one `T.score` call per type). Returns
+    (the rollouts, texts[i] and rewards[i]: the n answers to tasks[i] and their Eq. 6 rewards)."""
     prompts = [T.solve_prompt(t, T.solver_view(t, task), S.style) for t, task in tasks]
-    stops = [tuple(T.stop_strings("solve", t, S.style)) for t, _ in tasks]
-    chunks, texts = sample_grouped(S, prompts, stops, 1, cfg.temperature, cfg.solve_max_tokens)
-    texts = [x[0] for x in texts]
-    rewards = [0.0] * len(tasks)
+    chunks, texts = sample_grouped(S, "solve", [t for t, _ in tasks], prompts, n)
+    rewards = [None] * len(tasks)
     for t in S.types:
         mine = [i for i, (tt, _) in enumerate(tasks) if tt == t]
         if mine:
-            ok, formed = T.score(t, [tasks[i][1] for i in mine], [texts[i] for i in mine],
-                                 S.style, cfg.exec_timeout)
-            for i, c, f in zip(mine, ok, formed):
-                rewards[i] = solver_reward(c, f)
-            metrics[f"solve/{t}/accuracy"] = sum(ok) / len(mine)
-            metrics[f"solve/{t}/format_error_rate"] = 1 - sum(formed) / len(mine)
-    return chunks, tasks, rewards
+            ok, formed = T.score(t, [tasks[i][1] for i in mine for _ in range(n)],
+                                 [a for i in mine for a in texts[i]], S.style, S.cfg.exec_timeout)
+            r = [solver_reward(c, f) for c, f in zip(ok, formed)]
+            for q, i in enumerate(mine):
+                rewards[i] = r[q * n:(q + 1) * n]
+    return chunks, texts, rewards
+
+
+def estimate(S: Session, props: list[dict]) -> list[Part]:
+    """The solve rate s of each valid proposal from n solver samples, and from it the proposer's
+    reward. Returns the samples as solver Parts (a set-aside task's never train)."""
+    n, valid = S.cfg.n_estimate, [p for p in props if p["valid"]]
+    chunks, _, est = attempt(S, [(p["type"], p) for p in valid], n)
+    for p, r in zip(valid, est):
+        p.update(successes=r.count(1.0), n=n)  # reward 1: correct (Eq. 6)
+        p["s"] = p["successes"] / n
+    for p in props:
+        p["reward"] = proposal_reward(p["valid"], p["s"], S.cfg.proposer_reward, p["set_aside"])
+    return parts_of(chunks, [p["type"] for p in valid], est, "solve",
+                    [not p["set_aside"] for p in valid])
+
+
+def solve(S: Session, step: int):
+    """One solver sample for each of --solve-batch-size buffer tasks per type (this step's
+    proposals first). Returns (the solver Parts, one {type, text, reward} per task, metrics)."""
+    tasks = [(t, task) for t in S.types
+             for task in pick_solver_tasks(S.buffers[t], S.cfg.solve_batch_size, step, S.rng)]
+    chunks, texts, rewards = attempt(S, tasks, 1)
+    answers = [{"type": t, "text": x[0], "reward": r[0]}
+               for (t, _), x, r in zip(tasks, texts, rewards)]
+    metrics = {}
+    for t in S.types:
+        r = [a["reward"] for a in answers if a["type"] == t]
+        if r:  # Eq. 6: 1 correct, -1 a format error
+            metrics[f"solve/{t}/accuracy"] = r.count(1.0) / len(r)
+            metrics[f"solve/{t}/format_error_rate"] = 1 - (len(r) - r.count(-1.0)) / len(r)
+    parts = parts_of(chunks, [t for t, _ in tasks], rewards, "solve", [True] * len(tasks))
+    return parts, answers, metrics
 
 
 def seed_from_file(S: Session, path: str) -> tuple[list, list]:
     """--seed-tasks: rows {program, input} (or CRUXEval's {code, input}) seed D_ded = D_abd, rows
-    {program, inputs, message} seed D_ind; each is validated as a proposal would be (its
-    output is the executor's). A row that fails is an error naming its line."""
+    {program, inputs, message} D_ind, validated as proposals; a bad row exits naming its line."""
     seed, ind = [], []
     for line, row in M.read_jsonl(path, "--seed-tasks ", numbered=True):
         prog, inputs = row.get("program") or row.get("code"), row.get("inputs")
+        where = f"--seed-tasks {path}, line {line}"
         M.check(isinstance(prog, str) and ("input" in row or inputs and "message" in row),
-                f"--seed-tasks {path}, line {line}: expected program + input (or program + "
-                f"inputs + message)")
-        res = verifier.validate_many([(prog, str(i)) for i in inputs or [row["input"]]],
-                                     S.cfg.exec_timeout)
-        bad = next((r for r in res if not r.ok), None)
-        M.check(bad is None, f"--seed-tasks {path}, line {line}: not a valid task "
-                             f"({bad.error if bad else ''})")
-        M.check(not inputs or len({r.value for r in res}) > 1, f"--seed-tasks {path}, line "
-                f"{line}: all outputs are equal (a constant function teaches nothing)")
-        if inputs:
-            add_to_buffer(ind, {"program": prog, "inputs": [str(i) for i in inputs],
-                                "outputs": [r.value for r in res], "message": row["message"]}, 0)
-        else:
-            add_to_buffer(seed, {"program": prog, "input": str(row["input"]),
-                                 "output": res[0].value}, 0)
+                f"{where}: expected program + input (or program + inputs + message)")
+        task = {"type": "induction" if inputs else "deduction", "program": prog}
+        task.update({"inputs": [str(i) for i in inputs], "message": row["message"]} if inputs
+                    else {"input": str(row["input"])})
+        bad = run_tasks([task], S.cfg.exec_timeout)[0]
+        M.check(bad is None, f"{where}: not a valid task ({bad.error if bad else ''})")
+        M.check(task["valid"], f"{where}: all outputs are equal (a constant function teaches "
+                               f"nothing)")
+        add_to_buffer(ind if inputs else seed, as_task(task), 0)
     return seed, ind
 
 
 def seed_buffers(S: Session) -> dict:
-    """AZR section 3.3.1: the untrained model proposes, with no update, deduction and abduction
-    tasks (references from the growing seed set; the identity triplet while it is empty) until
-    the seed set holds --seed-size valid tasks (D0_ded = D0_abd = D_seed), then induction tasks
-    on seed programs until D0_ind does. With --seed-tasks the file's tasks come first. Every
-    proposal goes to tasks.jsonl; failing after 40 rounds is an error that counts the
-    rejections."""
-    cfg, rng, need_ind = S.cfg, S.rng, "induction" in S.types
+    """AZR section 3.3.1: after the --seed-tasks, the untrained model proposes deduction and
+    abduction tasks (references from the growing seed set, the identity triplet while it is
+    empty) until D0_ded = D0_abd = D_seed holds --seed-size, then induction tasks on seed
+    programs until D0_ind does; after 40 rounds, an exit that counts the rejections."""
+    t0, cfg, rng = time.time(), S.cfg, S.rng
     seed, ind = seed_from_file(S, cfg.seed_tasks) if cfg.seed_tasks else ([], [])
     need_seed = 1 if cfg.seed_tasks else cfg.seed_size  # a file's tasks are all the seed set
-    need_ind = (1 if ind else cfg.seed_size) if need_ind else 0
-    rows, rounds = [], 0
+    need_ind = 0 if "induction" not in S.types else 1 if ind else cfg.seed_size
+    rows, rounds, n = [], 0, max(cfg.batch_size, 8)
     bar = M.progress(None, "seeding", total=need_seed + need_ind)
-    while len(seed) < need_seed or len(ind) < need_ind:
-        if rounds >= 40:
-            S.run.log(0, rows, "tasks.jsonl")
-            reasons = {}
-            for r in rows:
-                key = r["reason"] if not r["valid"] else "valid but guessable or a duplicate"
-                reasons[key] = reasons.get(key, 0) + 1
-            raise SystemExit(
-                f"seeding failed: after {rounds} rounds ({len(rows)} proposals) the seed set "
-                f"holds {len(seed)}/{need_seed} tasks and the induction buffer {len(ind)}/"
-                f"{need_ind}. Proposals by outcome: {reasons}. They are "
-                f"in {S.run.path / 'tasks.jsonl'}. Seed from a file (--seed-tasks), lower "
-                f"--seed-size, or check --model/--style.")
+    while (len(seed) < need_seed or len(ind) < need_ind) and rounds < 40:
         rounds += 1
         if len(seed) < need_seed:
             specs = [("deduction" if j % 2 == 0 else "abduction",
                       sample_refs(seed or [identity_triplet()], cfg.k_refs, rng), None)
-                     for j in range(max(cfg.batch_size, 8))]
+                     for j in range(n)]
         else:
-            specs = [("induction", [], rng.choice(seed)["program"])
-                     for _ in range(max(cfg.batch_size, 8))]
+            specs = [("induction", [], rng.choice(seed)["program"]) for _ in range(n)]
         for p in propose(S, specs, 0, "seed")[1]:
             rows.append(task_row({**p, "reward": None}))
-            if not p["valid"] or p["set_aside"]:
-                continue
             target, limit = (ind, need_ind) if p["type"] == "induction" else (seed, need_seed)
-            if len(target) < limit and add_to_buffer(target, as_task(p), 0):
+            if p["valid"] and not p["set_aside"] and len(target) < limit and \
+                    add_to_buffer(target, as_task(p), 0):
                 bar.update(1)
     bar.close()
     S.run.log(0, rows, "tasks.jsonl")
+    if len(seed) < need_seed or len(ind) < need_ind:
+        reasons = Counter(r["reason"] if not r["valid"] else "valid but guessable or a duplicate"
+                          for r in rows)
+        raise SystemExit(
+            f"seeding failed: after {rounds} rounds ({len(rows)} proposals) the seed set holds "
+            f"{len(seed)}/{need_seed} tasks and the induction buffer {len(ind)}/{need_ind}. "
+            f"Proposals by outcome: {dict(reasons)}. They are in {S.run.path / 'tasks.jsonl'}. "
+            f"Seed from a file (--seed-tasks), lower --seed-size, or check --model/--style.")
     S.buffers = {"deduction": [dict(t) for t in seed], "abduction": [dict(t) for t in seed],
                  "induction": ind}
     return {"seed/rounds": rounds, "seed/proposals": len(rows),
-            "seed/valid_rate": sum(r["valid"] for r in rows) / max(1, len(rows))}
+            "seed/valid_rate": sum(r["valid"] for r in rows) / max(1, len(rows)),
+            "time/seed": time.time() - t0}
 
 
 def task_row(p: dict) -> dict:
@@ -483,153 +473,118 @@ def task_row(p: dict) -> dict:
     return {k: p.get(k) for k in keys}
 
 
-# ==============================================================================================
-# One self-play step
-# ==============================================================================================
-@dataclass
-class Part:
-    """Sampled responses of one role, with what the update needs of each row."""
-    ro: M.Rollout
-    groups: list          # (task type, role) of each row: the TRR++ groups
-    rewards: list         # the row's reward (Eq. 6)
-    train: list           # whether the row takes part in the update
-    logged: bool = True   # its entropy and length enter the role metrics
-
-
+# ---- One self-play step --------------------------------------------------------------------------
 def self_play_step(S: Session, step: int) -> tuple[dict, list[dict]]:
-    """Propose → validate → estimate → solve → TRR++ → one update (AZR Algorithm 1). Returns
-    (metrics, a few samples); appends every proposal to tasks.jsonl."""
-    cfg, rng, metrics, times = S.cfg, S.rng, {}, {}
+    """AZR Algorithm 1 (the module docstring's step). Returns (metrics, a few samples)."""
+    cfg, times = S.cfg, {}
     t0 = t_step = time.time()
-    specs = []  # 1. propose: K references from each type's buffer; induction: one program
-    for t in S.types:
-        for _ in range(cfg.batch_size):
-            pool = S.buffers["deduction"] + S.buffers["abduction"]
-            if t != "induction":
-                specs.append((t, sample_refs(S.buffers[t], cfg.k_refs, rng), None))
-            elif pool:
-                specs.append((t, [], rng.choice(pool)["program"]))
-    prop_chunks, props = propose(S, specs, step, "train") if specs else ([], [])  # 2. validate
+    prop_chunks, props = propose(S, proposal_specs(S), step, "train")  # 1-2. propose, validate
     times["propose"], t0 = time.time() - t0, time.time()
-    est_chunks, est = estimate(S, props)            # 3. the solve rate s → the proposer reward
+    est_parts = estimate(S, props)                  # 3. the solve rate s → the proposer reward
     times["estimate"], t0 = time.time() - t0, time.time()
     for p in props:                                 # every valid, non-guessable task joins
         if p["valid"] and not p["set_aside"]:
             add_to_buffer(S.buffers[p["type"]], as_task(p), step)
     S.run.log(step, [task_row(p) for p in props], "tasks.jsonl")
-    solve_chunks, solved, solve_rewards = solve(S, step, metrics)      # 4. solve buffer tasks
+    solve_parts, answers, metrics = solve(S, step)                     # 4. solve buffer tasks
     times["solve"], t0 = time.time() - t0, time.time()
-    parts = [Part(ro, [(props[i]["type"], "propose") for i in idx],    # 5. TRR++ and the update
-                  [props[i]["reward"] for i in idx], [not cfg.freeze_proposer] * len(idx))
-             for ro, idx in prop_chunks]
-    parts += [Part(ro, [(solved[i][0], "solve") for i in idx], [solve_rewards[i] for i in idx],
-                   [True] * len(idx)) for ro, idx in solve_chunks]
-    n_main = sum(len(p.rewards) for p in parts)
-    if cfg.train_on_estimates:
-        valid = [p for p in props if p["valid"]]
-        for ro, idx in est_chunks:
-            q = [idx[j // cfg.n_estimate] for j in range(len(ro.texts))]
-            parts.append(Part(ro, [(valid[k]["type"], "solve") for k in q],
-                              [est[k][j % cfg.n_estimate] for j, k in enumerate(q)],
-                              [not valid[k]["set_aside"] for k in q], logged=False))
-    rewards = [r for p in parts for r in p.rewards]
-    groups = [g for p in parts for g in p.groups]
-    adv = torch.cat([trr_advantages(rewards[:n_main], groups[:n_main]),
-                     estimate_advantages(rewards[n_main:], cfg.n_estimate)])       # [N]
-    update = update_of(S, parts, adv)
+    parts = parts_of(prop_chunks, [p["type"] for p in props], [[p["reward"]] for p in props],
+                     "propose", [not cfg.freeze_proposer] * len(props)) + solve_parts
+    adv = trr_advantages([r for p in parts for r in p.rewards],       # 5. TRR++ advantages
+                         [g for p in parts for g in p.groups])                         # [N]
+    est_parts = est_parts if cfg.train_on_estimates else []   # each task's n: a GRPO group
+    est_adv = estimate_advantages([r for p in est_parts for r in p.rewards], cfg.n_estimate)
+    update = update_of(S, parts + est_parts, torch.cat([adv, est_adv]))  # 6. one policy update
     times["update"] = time.time() - t0
-    metrics.update(step_metrics(S, props, parts), **{f"update/{k}": float(v) for k, v in
-                                                       update.items()})
+    metrics.update(step_metrics(S, props, parts))
+    metrics.update({f"update/{k}": float(v) for k, v in update.items()})
     metrics["update/skipped"] = int(not update)
-    metrics.update({f"time/{k}": v for k, v in times.items()}, **{"time/step": time.time() - t_step})
-    return metrics, samples_of(S, props, solved, solve_chunks, solve_rewards)
+    times["step"] = time.time() - t_step
+    metrics.update({f"time/{k}": v for k, v in times.items()})
+    return metrics, samples_of(S, props, answers)
+
+
+def proposal_specs(S: Session) -> list[tuple]:
+    """--batch-size (task type, references, induction program) per type: K references from the
+    type's buffer, or for induction none and a program from D_ded + D_abd."""
+    specs, pool = [], S.buffers["deduction"] + S.buffers["abduction"]
+    for t in S.types:
+        for _ in range(S.cfg.batch_size):
+            if t != "induction":
+                specs.append((t, sample_refs(S.buffers[t], S.cfg.k_refs, S.rng), None))
+            elif pool:
+                specs.append((t, [], S.rng.choice(pool)["program"]))
+    return specs
 
 
 def update_of(S: Session, parts: list[Part], adv: torch.Tensor) -> dict:
-    """The experiences of the rows that train (each row carries its own advantage), then one
-    `rlvr.update_policy`. All-zero advantages give a zero policy gradient: the update is then
-    skipped (and said on the console) unless an entropy or KL term would still move it."""
-    exps, start = [], 0
-    for p in parts:
-        a, start = adv[start:start + len(p.rewards)], start + len(p.rewards)       # [n]
+    """One `rlvr.update_policy` on the rows that train, each with its own advantage; skipped
+    (said on the console) when all advantages are 0 and no entropy or KL term would move it."""
+    cfg, exps = S.cfg, []
+    for p, a in zip(parts, adv.split([len(p.rewards) for p in parts])):         # a: [n]
         keep = [j for j, tr in enumerate(p.train) if tr]
         if keep:
             e = rlvr.Experience.from_rollout(p.ro, a)
             exps.append(e if len(keep) == len(p.train) else e.select(torch.tensor(keep)))
-    cfg = S.cfg
-    if not exps or not (cfg.entropy_coef or cfg.kl_coef or any(bool((e.advantages != 0).any())
-                                                              for e in exps)):
+    moves = cfg.entropy_coef or cfg.kl_coef or any(bool((e.advantages != 0).any()) for e in exps)
+    if not exps or not moves:
         return {}
     return rlvr.update_policy(S.model, S.optimizer, exps, cfg, S.ref_model,
                               max(cfg.propose_max_tokens, cfg.solve_max_tokens))
 
 
 def step_metrics(S: Session, props: list[dict], parts: list[Part]) -> dict:
-    """Per (role, task type): mean reward, token entropy (full vocabulary, from the sampler),
-    response length; per task type: valid, guessable and learnable (0 < s < 1) rates, mean s,
-    the histogram of successes and the rejection reasons; buffer sizes."""
-    m, acc = {}, {}
-    for p in (p for p in parts if p.logged):
+    """Per (role, task type) and per role: full-vocabulary token entropy, response length, mean
+    reward (per pair); per task type: valid, guessable and learnable (0 < s < 1) rates, mean s,
+    the histogram of successes, the rejection reasons and the buffer size."""
+    acc = {}  # (task type, role) → sums of [token entropy, response tokens, length, rows, reward]
+    for p in parts:
         ent = p.ro.entropy.float() * p.ro.response_mask                          # [n, T]
         for j, g in enumerate(p.groups):
-            a = acc.setdefault(g, [0.0, 0.0, 0.0, 0, 0.0])
-            a[0] += float(ent[j].sum())
-            a[1] += float(p.ro.response_mask[j].sum())
-            a[2] += float(p.ro.lengths[j])
-            a[3] += 1
-            a[4] += p.rewards[j]
-    for (t, role), a in acc.items():
-        m.update({f"{role}/{t}/reward_mean": a[4] / a[3], f"{role}/{t}/entropy": a[0] / max(a[1], 1),
-                  f"{role}/{t}/response_len": a[2] / a[3]})
-    for role in ("propose", "solve"):
-        mine = [a for g, a in acc.items() if g[1] == role]
+            row = (float(ent[j].sum()), float(p.ro.response_mask[j].sum()),
+                   float(p.ro.lengths[j]), 1, p.rewards[j])
+            acc[g] = [a + x for a, x in zip(acc.get(g, [0.0, 0.0, 0.0, 0, 0.0]), row)]
+    m = {f"{role}/{t}/reward_mean": a[4] / a[3] for (t, role), a in acc.items()}
+    sums = {f"{role}/{t}/": [a] for (t, role), a in acc.items()}
+    sums.update({f"{r}/": [a for g, a in acc.items() if g[1] == r] for r in ("propose", "solve")})
+    for prefix, mine in sums.items():
         if mine:
-            m[f"{role}/entropy"] = sum(a[0] for a in mine) / max(sum(a[1] for a in mine), 1)
-            m[f"{role}/response_len"] = sum(a[2] for a in mine) / sum(a[3] for a in mine)
+            m[f"{prefix}entropy"] = sum(a[0] for a in mine) / max(sum(a[1] for a in mine), 1)
+            m[f"{prefix}response_len"] = sum(a[2] for a in mine) / sum(a[3] for a in mine)
     if acc:
         m["entropy"] = sum(a[0] for a in acc.values()) / max(sum(a[1] for a in acc.values()), 1)
     for t in S.types:
         mine = [p for p in props if p["type"] == t]
+        est = [p for p in mine if p["successes"] is not None]
         if mine:
             m[f"propose/{t}/valid_rate"] = sum(p["valid"] for p in mine) / len(mine)
             m[f"propose/{t}/trivial_rate"] = sum(p["trivial"] for p in mine) / len(mine)
-            for p in (p for p in mine if not p["valid"]):
-                key = f"propose/{t}/reject/{p['reason']}"
-                m[key] = m.get(key, 0) + 1
-            est = [p for p in mine if p["successes"] is not None]
-            if est:
-                m[f"propose/{t}/s_hist"] = [sum(p["successes"] == k for p in est)
-                                            for k in range(S.cfg.n_estimate + 1)]
-                m[f"propose/{t}/s_mean"] = sum(p["s"] for p in est) / len(est)
-                m[f"propose/{t}/learnable_rate"] = sum(0 < p["s"] < 1 for p in est) / len(est)
+            for reason, k in Counter(p["reason"] for p in mine if not p["valid"]).items():
+                m[f"propose/{t}/reject/{reason}"] = k
+        if est:
+            m[f"propose/{t}/s_hist"] = [sum(p["successes"] == k for p in est)
+                                        for k in range(S.cfg.n_estimate + 1)]
+            m[f"propose/{t}/s_mean"] = sum(p["s"] for p in est) / len(est)
+            m[f"propose/{t}/learnable_rate"] = sum(0 < p["s"] < 1 for p in est) / len(est)
         m[f"buffer/{t}"] = len(S.buffers[t])
     if props:
         m["propose/valid_rate"] = sum(p["valid"] for p in props) / len(props)
     return m
 
 
-def samples_of(S: Session, props, solved, solve_chunks, solve_rewards) -> list[dict]:
+def samples_of(S: Session, props: list[dict], answers: list[dict]) -> list[dict]:
     """The first proposal and the first solver answer of each task type (samples.jsonl)."""
-    rows = []
-    for t in S.types:
-        p = next((p for p in props if p["type"] == t), None)
-        if p is not None:
-            rows.append({"role": "propose", "type": t, "text": p["text"], "valid": p["valid"],
-                         "reason": p["reason"], "reward": p["reward"]})
-        i = next((i for i, (tt, _) in enumerate(solved) if tt == t), None)
-        if i is not None:
-            ro, idx = next(c for c in solve_chunks if i in c[1])
-            rows.append({"role": "solve", "type": t, "text": ro.texts[idx.index(i)],
-                         "reward": solve_rewards[i]})
+    keys, rows = ("type", "text", "valid", "reason", "reward"), []
+    for t in S.types:  # [:1]: the first one, if any
+        rows += [{"role": "propose", **{k: p[k] for k in keys}} for p in props
+                 if p["type"] == t][:1]
+        rows += [{"role": "solve", **a} for a in answers if a["type"] == t][:1]
     return rows
 
 
-# ==============================================================================================
-# Main
-# ==============================================================================================
+# ---- Main ----------------------------------------------------------------------------------------
 def step_line(m: dict, step: int, steps: int, types: list) -> str:
-    """The console line of a step: the valid-proposal rate, the mean solve rate s of the valid
-    proposals (over all types, weighted by their counts), the solver's accuracy on its own tasks
+    """The console line of a step: valid rate, mean s over all valid proposals, solver accuracy
     per type, entropy per role, seconds."""
     pairs = [(m[f"propose/{t}/s_mean"], sum(m[f"propose/{t}/s_hist"])) for t in types
              if f"propose/{t}/s_mean" in m]  # (mean s, valid proposals) per type
@@ -657,15 +612,16 @@ def main(cfg: Config) -> dict:
     preset = M.apply_preset(cfg, PRESETS, style)
     M.check(cfg.batch_size >= 1, "--batch-size must be >= 1")
     cfg.solve_batch_size = cfg.solve_batch_size or cfg.batch_size
-    memory = M.fit_memory(cfg, model, 2048, max(cfg.propose_max_tokens, cfg.solve_max_tokens))
     # 2048: K refs make long proposer prompts
+    memory = M.fit_memory(cfg, model, 2048, max(cfg.propose_max_tokens, cfg.solve_max_tokens))
     rlvr.check_pg(cfg)
-    M.check(not (cfg.train_on_estimates and cfg.n_estimate < 2), "--train-on-estimates needs "
-                                                                 "--n-estimate >= 2 (a group)")
-    M.say(f"[selfplay] {M.resolve_model(cfg.model)} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M"
-          f" params, {model.device}) → {run.path} | {style} preset: {preset} | {cfg.steps} steps"
-          f" of {cfg.batch_size} proposals and {cfg.solve_batch_size} solver tasks per type "
-          f"({', '.join(types)}), {cfg.n_estimate} samples per solve rate | {memory}")
+    M.check(not (cfg.train_on_estimates and cfg.n_estimate < 2),
+            "--train-on-estimates needs --n-estimate >= 2 (a group)")
+    n_params = sum(p.numel() for p in model.parameters()) / 1e6
+    M.say(f"[selfplay] {M.resolve_model(cfg.model)} ({n_params:.1f}M params, {model.device}) → "
+          f"{run.path} | {style} preset: {preset} | {cfg.steps} steps of {cfg.batch_size} "
+          f"proposals and {cfg.solve_batch_size} solver tasks per type ({', '.join(types)}), "
+          f"{cfg.n_estimate} samples per solve rate | {memory}")
     if cfg.grad_checkpointing:
         M.enable_grad_checkpointing(model)
     sets = T.eval_sets(cfg.eval, cfg.eval_n, T.TASK_TYPES, cfg.n_inputs)
@@ -674,10 +630,11 @@ def main(cfg: Config) -> dict:
                 M.load_policy(cfg.model, cfg.device, cfg.dtype)[0] if cfg.kl_coef else None)
 
     def evaluate(step: int) -> dict:
+        t0 = time.time()
         res = T.evaluate(model, tok, sets, style, cfg.solve_max_tokens,
                          batch_size=cfg.sample_batch, timeout=cfg.exec_timeout)
         run.log(step, T.correct_strings(res), "eval.jsonl")
-        return T.accuracy(res)
+        return {**T.accuracy(res), "time/eval": time.time() - t0}
 
     start, extra = run.resume(model, S.optimizer) if cfg.resume else (0, {})
     if start:
@@ -687,11 +644,8 @@ def main(cfg: Config) -> dict:
     else:
         run.write_config({**dataclasses.asdict(cfg), "model": M.resolve_model(cfg.model),
                           "script": "selfplay.py", "style": style, "types": types})
-        t0 = time.time()
         m0 = seed_buffers(S)
-        m0["time/seed"], t0 = time.time() - t0, time.time()
-        m0.update(evaluate(0), **{"time/eval": time.time() - t0},
-                  **{f"buffer/{t}": len(S.buffers[t]) for t in T.TASK_TYPES})
+        m0.update(evaluate(0), **{f"buffer/{t}": len(S.buffers[t]) for t in T.TASK_TYPES})
         run.log(0, m0)
         M.say(f"[selfplay] seeded the buffers in {m0['seed/rounds']} rounds (valid-proposal rate "
               f"{m0['seed/valid_rate']:.2f}) | base held-out accuracy (greedy) "
@@ -703,15 +657,14 @@ def main(cfg: Config) -> dict:
                                       "--sample-batch or --grad-checkpointing"):
             m, samples = self_play_step(S, step)
         if M.due(step, cfg.eval_every, cfg.steps):
-            t0 = time.time()
-            m.update(evaluate(step), **{"time/eval": time.time() - t0})
+            m.update(evaluate(step))
         run.log(step, {**m, **M.memory_stats(model.device)})
         run.log(step, samples, "samples.jsonl")
-        M.say(step_line(m, step, cfg.steps, types) + ("" if m["update/skipped"] == 0 else
-                                                      " | update skipped: all advantages 0"))
+        skipped = "" if m["update/skipped"] == 0 else " | update skipped: all advantages 0"
+        M.say(step_line(m, step, cfg.steps, types) + skipped)
         if M.due(step, cfg.save_every, cfg.steps):
-            run.save(step, model, tok, S.optimizer, {"buffers": S.buffers,
-                                                     "rng": S.rng.getstate()}, cfg.keep_checkpoints)
+            state = {"buffers": S.buffers, "rng": S.rng.getstate()}
+            run.save(step, model, tok, S.optimizer, state, cfg.keep_checkpoints)
     valid = [r["propose/valid_rate"] for r in run.read() if "propose/valid_rate" in r]
     return rlvr.finish("selfplay", run, cfg.steps, t_start, T.program_ids(sets),
                        f" | valid-proposal rate min {min(valid, default=0):.2f} mean "
