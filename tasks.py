@@ -24,9 +24,7 @@ import verifier
 
 TASK_TYPES = ("deduction", "abduction", "induction")
 
-# ==============================================================================================
-# Formats
-# ==============================================================================================
+# === Formats ==================================================================================
 R1_WRAPPER = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant "
     "solves it. The assistant first thinks about the reasoning process in the mind and then "
@@ -39,24 +37,19 @@ BANNED_HINT = ("logging, random, multiprocessing, subprocess, threading, datetim
 
 
 def fence(tag: str, body: str) -> str:
-    """A fenced block: ```tag\\nbody\\n```\\n"""
     return f"```{tag}\n{body}\n```\n"
-
-
-def snippet(program: str, inp: str, out: str) -> str:
-    return fence("python", program) + fence("input", inp) + fence("output", out)
 
 
 def propose_prompt(task_type: str, refs: list[dict], style: str) -> str:
     """Proposer prompt for deduction/abduction: K reference triplets from the task's buffer and a
     request for a new, different (program, input) (AZR section 3.2, Figs. 34-35)."""
+    snippets = [fence("python", r["program"]) + fence("input", r["input"])
+                + fence("output", r["output"]) for r in refs]
     if style == "toy":
-        body = "".join(snippet(r["program"], r["input"], r["output"]) for r in refs)
-        return f"# propose {task_type}\n{body}# new\n```python\n"
+        return f"# propose {task_type}\n{''.join(snippets)}# new\n```python\n"
     goal = ("predicting its output from the input" if task_type == "deduction"
             else "finding an input that produces its output")
-    refs_text = "".join(f"<snippet_{i}>\n{snippet(r['program'], r['input'], r['output'])}"
-                        f"</snippet_{i}>\n" for i, r in enumerate(refs))
+    refs_text = "".join(f"<snippet_{i}>\n{x}</snippet_{i}>\n" for i, x in enumerate(snippets))
     return R1_WRAPPER.format(instruction=(
         f"Design a new Python program with one test input, for a puzzle that consists of "
         f"{goal}. Requirements: define an entry function `f` with at least one argument that "
@@ -212,9 +205,7 @@ def same_value(a: str, b: str) -> bool:
     return type(va) is type(vb) and va == vb
 
 
-# ==============================================================================================
-# Scoring
-# ==============================================================================================
+# === Scoring ==================================================================================
 def math_answer(text: str) -> str | None:
     """The final answer of a math response: the last <answer>...</answer> (a \\boxed{} inside
     it wins), else the last \\boxed{...}; None when there is neither (a format error)."""
@@ -284,12 +275,11 @@ def score(kind: str, tasks: list[dict], texts: list[str], style: str,
     return correct, [a is not None for a in answers]
 
 
-# ==============================================================================================
-# The toy world: seeded generators, never the global RNG. Difficulty follows a measured trial of
-# a 5M-parameter char-level model (ints 0-12, `*` only by 2 or 3, int results in (-30, 30),
-# strings <= 6 chars, lists of 2-4 digits, ~15% level-3 tasks: loops, 3-step pipelines,
-# if/elif/else), with conditionals weighted up because they were the most learnable family.
-# ==============================================================================================
+# === The toy world ============================================================================
+# Seeded generators, never the global RNG. Difficulty follows a measured trial of a 5M-parameter
+# char-level model (ints 0-12, `*` only by 2 or 3, int results in (-30, 30), strings <= 6 chars,
+# lists of 2-4 digits, ~15% level-3 tasks: loops, 3-step pipelines, if/elif/else), with
+# conditionals weighted up because they were the most learnable family.
 WORDS = ["Hello World", "hello", "world", "abc", "cat", "dog", "level", "noon", "apple", "banana",
          "python", "zero", "play", "code", "moon", "tree", "hi", "ok", "aab", "data"]
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -327,10 +317,8 @@ def _ch(rng):
     return rng.choice("aeiolnost")
 
 
-# ----------------------------------------------------------------------------------------------
-# Program families. Each returns (params, kinds, body_lines, level, message).
-# body lines carry their own extra indentation (relative to the function body).
-# ----------------------------------------------------------------------------------------------
+# --- Program families: each returns (params, kinds, body_lines, level, message); body lines
+# carry their own extra indentation (relative to the function body).
 def fam_identity(rng):
     kind = rng.choice(["int", "str", "list"])
     v = VAR[kind]
@@ -736,9 +724,7 @@ def make_arith(n, seed, split="train"):
     return _generate(n, random.Random(seed), split, ARITH_LEVEL_WEIGHTS, one, "question")
 
 
-# ==============================================================================================
-# Benchmark files (the user gives the path; errors name the file and the line)
-# ==============================================================================================
+# === Benchmark files (the user gives the path; errors name the file and the line) =============
 def _need(row: dict, key: str, path: str, line: int):
     M.check(key in row, f"{path}, line {line}: missing key {key!r} (keys: {sorted(row)})")
     return row[key]
@@ -817,9 +803,7 @@ def eval_sets(specs: list[str], n: int, toy_names, n_inputs: int = 6) -> dict:
     return benchmark_sets(specs, n) if specs else toy_sets(toy_names, n, n_inputs)
 
 
-# ==============================================================================================
-# The held-out evaluation (every script's)
-# ==============================================================================================
+# === The held-out evaluation (every script's) =================================================
 EVAL_SEED = 1234  # the held-out toy sets: fixed, from the heldout split, never trained on
 
 
