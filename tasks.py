@@ -327,15 +327,14 @@ def fam_identity(rng):
 
 def fam_arithmetic(rng):
     c, m = _c(rng), _m(rng)
-    if rng.random() < 0.6:
+    level = 1 if rng.random() < 0.6 else 2
+    if level == 1:
         expr = rng.choice([f"x + {c}", f"x - {c}", f"x * {m}", f"x // {m}",
                            f"x % {_c(rng, 2, 5)}", f"{c} - x", f"abs(x - {c + 3})"])
-        level = 1
     else:
-        expr = rng.choice([f"x * {m} + {c}", f"x * {m} - {c}",
-                           f"(x + {c}) % {_c(rng, 2, 5)}", f"(x + {c}) // {m}", f"x + x",
-                           f"x - x // {m}", f"x * x % 10", f"x // {m} + x % {m}"])
-        level = 2
+        expr = rng.choice([f"x * {m} + {c}", f"x * {m} - {c}", f"(x + {c}) % {_c(rng, 2, 5)}",
+                           f"(x + {c}) // {m}", f"x + x", f"x - x // {m}", f"x * x % 10",
+                           f"x // {m} + x % {m}"])
     msg = "uses the number twice" if expr.count("x") >= 2 else "does arithmetic on a number"
     return ["x"], ["int"], [f"return {expr}"], level, msg
 
@@ -344,13 +343,12 @@ def fam_two_arg(rng):
     _c(rng)  # unused, but drawn: the toy base's corpus follows this exact RNG sequence
     form = rng.choice(["ii", "ii", "sn", "st", "ln"])
     if form == "ii":
-        if rng.random() < 0.6:
+        level = 1 if rng.random() < 0.6 else 2
+        if level == 1:
             expr = rng.choice(["a + b", "a - b", "max(a, b)", "min(a, b)", "b - a"])
-            level = 1
         else:
             expr = rng.choice(["a % b", "a // b", "a * b", "abs(a - b)",
                                f"(a + b) % {_c(rng, 2, 5)}", "a * 2 + b", "a + b + b"])
-            level = 2
         bkind = {"a % b": "pos", "a // b": "pos", "a * b": "rep"}.get(expr, "int")
         return ["a", "b"], ["int", bkind], [f"return {expr}"], level, "takes two numbers"
     if form == "sn":
@@ -371,36 +369,32 @@ def fam_two_arg(rng):
 
 def fam_string(rng):
     ch, ch2 = _ch(rng), _ch(rng)
-    if rng.random() < 0.6:
+    level = 1 if rng.random() < 0.6 else 2
+    if level == 1:
         expr = rng.choice(["s.upper()", "s.lower()", "s[::-1]", "s[0]", "s[-1]", "s[:2]",
                            "s[1:]", "len(s)", f"s + '{ch}'", f"s.count('{ch}')",
                            "s.capitalize()", "s.swapcase()", "s.title()", f"'{ch}' in s"])
-        level = 1
     else:
-        expr = rng.choice(["s[::2]", "s[1:-1]", f"s.find('{ch}')",
-                           f"s.replace('{ch}', '{ch2}')", "s == s[::-1]",
-                           f"s.startswith('{ch}')", "s.split()", "s[0] + s[-1]",
+        expr = rng.choice(["s[::2]", "s[1:-1]", f"s.find('{ch}')", f"s.replace('{ch}', '{ch2}')",
+                           "s == s[::-1]", f"s.startswith('{ch}')", "s.split()", "s[0] + s[-1]",
                            "s[-2:] + s[:2]", "len(s) % 3", "s.upper()[::-1]", "s * 2"])
-        level = 2
     return ["s"], ["str"], [f"return {expr}"], level, "works on a string"
 
 
 def fam_list(rng):
     c = _c(rng, 1, 5)
-    if rng.random() < 0.55:
-        expr = rng.choice(["sum(nums)", "len(nums)", "max(nums)", "min(nums)",
-                           "sorted(nums)", "nums[::-1]", "nums[0]", "nums[-1]", "nums[:2]",
-                           f"nums + [{c}]", "sorted(nums, reverse=True)", f"nums.count({c})",
-                           "nums[1:]"])
-        level = 1
+    level = 1 if rng.random() < 0.55 else 2
+    if level == 1:
+        expr = rng.choice(["sum(nums)", "len(nums)", "max(nums)", "min(nums)", "sorted(nums)",
+                           "nums[::-1]", "nums[0]", "nums[-1]", "nums[:2]", f"nums + [{c}]",
+                           "sorted(nums, reverse=True)", f"nums.count({c})", "nums[1:]"])
     else:
         expr = rng.choice([f"[v + {c} for v in nums]", f"[v * {_m(rng)} for v in nums]",
                            f"[v for v in nums if v > {c}]", "[v % 2 for v in nums]",
                            "sum(v for v in nums if v % 2 == 0)",
                            f"len([v for v in nums if v < {c}])", "max(nums) - min(nums)",
-                           "nums.index(max(nums))", "[v - 1 for v in nums]",
-                           "sum(nums) % 10", "sorted(nums)[1]"])
-        level = 2
+                           "nums.index(max(nums))", "[v - 1 for v in nums]", "sum(nums) % 10",
+                           "sorted(nums)[1]"])
     return ["nums"], ["list"], [f"return {expr}"], level, "works on a list of numbers"
 
 
@@ -563,17 +557,13 @@ _MAX_KIND_TRIES = 1000  # per heldout item: failed candidates of its kind before
 
 
 def _generate(n, rng, split, weights, make_one, key):
-    """Shared loop: for each item draw its kind (family or level) by `weights`, then candidates
-    make_one(rng, split, seen, kind) -> dict | None | "dup"; keep those of `split`.
-
-    Train items: a failed candidate (None) redraws the kind; items may repeat a program (with a
-    different input). Heldout items keep their drawn kind through failed candidates (up to
-    _MAX_KIND_TRIES; a kind with no heldout item at all, like identity, is then redrawn), get
-    distinct `key` texts where possible (up to _MAX_DUP_TRIES already-seen ones skipped per
-    item, then a repeat with new inputs) and are never the same task twice unless the kind has
-    run out. So the heldout mix of kinds follows the train weights even for a family with only
-    a few heldout programs. (Redrawing the kind there skewed the heldout code tasks towards the
-    families with thousands of programs: 59% conditionals, against 18% in train.)"""
+    """n items of `split`: per item a kind (family or level) drawn by `weights`, then candidates
+    make_one(rng, split, seen, kind) -> dict | None (failed) | "dup" (its `key` text is in seen).
+    Train: a failure redraws the kind; programs may repeat with other inputs. Heldout: the kind
+    is kept through failures (up to _MAX_KIND_TRIES, then redrawn: identity has no heldout
+    program), `key` texts are distinct where possible (_MAX_DUP_TRIES) and no task repeats
+    exactly, so the heldout mix follows the weights even for families with few heldout programs
+    (redrawing the kind skewed it towards the big families: 59% conditionals, 18% in train)."""
     held, kinds, ws = split == "heldout", list(weights), list(weights.values())
     out, seen, exact = [], set(), set()
     budget = 2000 * n + 10_000
@@ -683,9 +673,8 @@ def _solve(t, steps):
     if isinstance(t, int):
         return t
     op, a, b = t
-    va = _solve(a, steps)
-    vb = None if va is None else _solve(b, steps)
-    if vb is None:
+    va, vb = _solve(a, steps), _solve(b, steps)  # (steps of a failed tree are thrown away)
+    if va is None or vb is None:
         return None
     if op == "*" and min(va, vb) > 5:
         return None  # keep products small: one factor is at most 5
@@ -697,12 +686,10 @@ def _solve(t, steps):
 
 
 def make_arith(n, seed, split="train"):
-    """n arithmetic problems: dict(question, answer, solution, level).
-
-    level 1: one operation; 2: two operations, no parentheses; 3: three operations or
-    parentheses. Operands 0-20 (75% single digits), one factor of every product <= 5, all
-    intermediate values in 0..60. solution = worked steps in evaluation order, e.g.
-    '4*2=8. 3+8=11. <answer>11</answer>'. Split by split_of(question)."""
+    """n arithmetic problems: dict(question, answer, solution, level), split by split_of(question).
+    level 1: one operation; 2: two, no parentheses; 3: three, or parentheses. Operands 0-20 (75%
+    single digits), one factor of every product <= 5, all intermediate values in 0..ARITH_MAX;
+    solution = worked steps in evaluation order, e.g. '4*2=8. 3+8=11. <answer>11</answer>'."""
     def one(rng, split, seen, level):
         while True:  # redraw within the level so the level mix follows ARITH_LEVEL_WEIGHTS
             n_ops = {1: 1, 2: 2, 3: rng.choice([2, 3])}[level]
