@@ -847,7 +847,7 @@ def evaluate(model, tok, sets: dict[str, tuple[str, list[dict]]], style: str,
     return out
 
 
-def accuracy(results: dict[str, dict], prefix: str = "eval") -> dict:
+def accuracy(results: dict[str, dict]) -> dict:
     """Greedy accuracy per set with its binomial SE, and their mean over sets (the SE of the
     mean from the per-set SEs): eval/<set>/accuracy, eval/<set>/se, eval/accuracy, eval/se."""
     out, accs, ses = {}, [], []
@@ -855,9 +855,9 @@ def accuracy(results: dict[str, dict], prefix: str = "eval") -> dict:
         c = [row[0] for row in r["correct"]]
         accs.append(sum(c) / len(c))
         ses.append(math.sqrt(accs[-1] * (1.0 - accs[-1]) / len(c)))  # binomial SE
-        out[f"{prefix}/{name}/accuracy"], out[f"{prefix}/{name}/se"] = accs[-1], ses[-1]
-    out[f"{prefix}/accuracy"] = sum(accs) / len(accs)
-    out[f"{prefix}/se"] = math.sqrt(sum(s * s for s in ses)) / len(ses)
+        out[f"eval/{name}/accuracy"], out[f"eval/{name}/se"] = accs[-1], ses[-1]
+    out["eval/accuracy"] = sum(accs) / len(accs)
+    out["eval/se"] = math.sqrt(sum(s * s for s in ses)) / len(ses)
     return out
 
 
@@ -868,9 +868,8 @@ def correct_strings(results: dict[str, dict]) -> dict[str, str]:
 
 
 def program_ids(sets: dict[str, tuple[str, list[dict]]]) -> dict[str, list[int]]:
-    """Cluster id of each held-out problem: problems with the same (whitespace-normalised)
-    program, or the same question, share one id, across sets too (deduction and abduction are
-    the same tasks)."""
+    """Cluster id of each held-out problem: one id per (whitespace-normalised) program or
+    question, shared across sets too (deduction and abduction are the same tasks)."""
     ids: dict[str, int] = {}
     return {name: [ids.setdefault(norm_code(p.get("program") or str(p.get("question"))),
                                   len(ids)) for p in probs] for name, (_, probs) in sets.items()}
@@ -879,16 +878,13 @@ def program_ids(sets: dict[str, tuple[str, list[dict]]]) -> dict[str, list[int]]
 def paired_gain(base: dict[str, list[int]], final: dict[str, list[int]],
                 clusters: dict[str, list] | None = None) -> tuple[float, float]:
     """Gain of the mean-over-sets accuracy, final - base, on the SAME problems, and its paired
-    standard error. Per set t with n_t problems, d_i = final_i - base_i in {-1, 0, 1}; gain =
-    (1/T) Σ_t mean(d_t) and SE = (1/T) sqrt(Σ_t var(d_t) / n_t), var with ddof 1. Problems both
-    models get right (or both wrong) add no noise, so this SE is smaller than that of two
-    independent accuracies.
-
-    clusters (from `program_ids`): problems that share a program count as one draw, not as
-    independent ones — the toy held-out sets repeat programs over several inputs, and a model
-    that changes its answer to one program flips all of them together. Cluster-robust
-    ("sandwich") SE, clusters pooled across sets: u_c = Σ over problems (t, i) of cluster c of
-    (d_ti - mean(d_t)) / (n_t T), SE = sqrt(G / (G - 1) Σ_c u_c²) with G clusters."""
+    SE. Per set t with n_t problems, d_i = final_i - base_i in {-1, 0, 1}; gain = (1/T) Σ_t
+    mean(d_t), SE = (1/T) sqrt(Σ_t var(d_t) / n_t), var with ddof 1: problems both models get
+    right (or both wrong) add no noise, unlike in the SE of two independent accuracies.
+    clusters (from `program_ids`): problems that share a program count as one draw (the toy
+    held-out sets repeat programs over several inputs, and one changed answer to a program flips
+    them all). Cluster-robust ("sandwich") SE, clusters pooled across sets: u_c = Σ over problems
+    (t, i) of cluster c of (d_ti - mean(d_t)) / (n_t T), SE = sqrt(G / (G - 1) Σ_c u_c²)."""
     names = [t for t in base if t in final]
     if not names:
         raise ValueError("paired_gain: no set evaluated in both")
