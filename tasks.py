@@ -103,9 +103,9 @@ def math_prompt(question: str, style: str) -> str:
 
 
 def stop_strings(role: str, kind: str, style: str) -> list[str]:
-    """Where sampling stops (EOS always does): R1-style responses and math at </answer>; toy
-    solvers after the answer block closes; toy deduction/abduction proposers where the output
-    block (the executor's job) would start."""
+    """Where sampling stops (EOS always does): R1 style and math at </answer>; toy solvers when
+    the answer block closes; toy deduction/abduction proposers where the output block (the
+    executor's job) would start."""
     if style != "toy" or kind == "math":
         return ["</answer>"]
     if role == "solve":
@@ -114,9 +114,8 @@ def stop_strings(role: str, kind: str, style: str) -> list[str]:
 
 
 def induction_view(task: dict) -> dict:
-    """An induction task as the solver sees it (AZR section 3.2): the first half of the
-    (input, output) pairs are shown with the message (`visible`); the second half is held out
-    (`hidden`) and is what a candidate program is judged on."""
+    """An induction task as the solver sees it (AZR section 3.2): the first half of its pairs,
+    shown with the message (`visible`), and the rest, held out to judge a program on (`hidden`)."""
     pairs = list(zip(task["inputs"], task["outputs"]))
     half = max(1, len(pairs) // 2)
     return {**task, "visible": pairs[:half], "hidden": pairs[half:] or pairs}
@@ -158,12 +157,10 @@ def extract_answer(text: str, task_type: str, style: str) -> str | None:
 def parse_proposal(text: str, style: str) -> tuple[str, str] | str:
     """A deduction/abduction proposal → (program, input), or the name of its format problem
     ("format": no R1 <think>…</think><answer>…</answer>; "no_program", "no_input")."""
-    if style == "toy":
-        text = "```python\n" + text  # the prompt opened the program block
-    else:
-        text = answer_region(text, style)
-        if text is None:
-            return "format"
+    # (a toy proposal continues the program block that its prompt opened)
+    text = "```python\n" + text if style == "toy" else answer_region(text, style)
+    if text is None:
+        return "format"
     prog = _BLOCK["python"].search(text)
     if not prog:
         return "no_program"
@@ -179,8 +176,7 @@ def parse_induction_proposal(text: str, style: str, n_inputs: int) -> tuple[list
     text = answer_region(text, style)
     if text is None:
         return "format"
-    inputs = list(dict.fromkeys(m.group(1).strip() for m in _BLOCK["input"].finditer(text)))
-    inputs = [s for s in inputs if s]
+    inputs = [s for s in dict.fromkeys(x.strip() for x in _BLOCK["input"].findall(text)) if s]
     msg = _BLOCK["message"].search(text)
     if len(inputs) < n_inputs:
         return "too_few_inputs"
@@ -228,8 +224,7 @@ _THOUSANDS = re.compile(r"-?\d{1,3}(,\d{3})+(\.\d+)?")  # 1,234 (not the list "-
 def check_math(answer: str | None, gold) -> bool:
     """math-verify's equivalence of an extracted answer and the gold (both read as LaTeX, as in
     \\boxed{...}: fractions, roots, intervals, tuples, units in \\text). A number gold (GSM8K)
-    also accepts the last number of the answer, as GSM8K graders do ("5 dollars" = 5). Both
-    parsing and verification are time-limited (5 s)."""
+    also accepts the last number of the answer, as GSM8K graders do ("5 dollars" = 5)."""
     from math_verify import parse, verify
 
     gold = str(gold).strip()
@@ -785,8 +780,7 @@ def benchmark_sets(specs: list[str], n: int) -> dict[str, tuple[str, list[dict]]
 
 
 def eval_sets(specs: list[str], n: int, toy_names, n_inputs: int = 6) -> dict:
-    """A script's held-out sets: the --eval benchmarks when given, else the toy sets it trains
-    for (name → (kind, problems))."""
+    """A script's held-out sets: the --eval benchmarks when given, else the toy sets it trains."""
     return benchmark_sets(specs, n) if specs else toy_sets(toy_names, n, n_inputs)
 
 
@@ -830,20 +824,18 @@ def evaluate(model, tok, sets: dict[str, tuple[str, list[dict]]], style: str,
         cap = max_new_tokens[kind] if isinstance(max_new_tokens, dict) else max_new_tokens
         groups.setdefault((tuple(stop_strings("solve", kind, style)), cap), []).extend(
             (name, eval_prompt(kind, p, style)) for p in probs)
-    texts, lengths = {name: [] for name in sets}, {name: [] for name in sets}
+    out = {name: {"correct": [], "lengths": [], "texts": []} for name in sets}
     for (stop, cap), group in groups.items():
         ro = M.sample(model, tok, [x[1] for x in group], n=n, temperature=temperature,
                       top_p=top_p, max_new_tokens=cap, stop=list(stop), batch_size=batch_size,
                       seed=seed)
         for j, (name, _) in enumerate(group):
-            texts[name].append(ro.texts[j * n:(j + 1) * n])
-            lengths[name].append([int(x) for x in ro.lengths[j * n:(j + 1) * n]])
-    out = {}
+            out[name]["texts"].append(ro.texts[j * n:(j + 1) * n])
+            out[name]["lengths"].append([int(x) for x in ro.lengths[j * n:(j + 1) * n]])
     for name, (kind, probs) in sets.items():
         ok, _ = score(kind, [p for p in probs for _ in range(n)],
-                      [t for row in texts[name] for t in row], style, timeout)
-        out[name] = {"correct": [ok[i * n:(i + 1) * n] for i in range(len(probs))],
-                     "lengths": lengths[name], "texts": texts[name]}
+                      [t for row in out[name]["texts"] for t in row], style, timeout)
+        out[name]["correct"] = [ok[i * n:(i + 1) * n] for i in range(len(probs))]
     return out
 
 
