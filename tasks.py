@@ -874,8 +874,8 @@ def paired_gain(base: dict[str, list[int]], final: dict[str, list[int]],
     mean(d_t), SE = (1/T) sqrt(Σ_t var(d_t) / n_t), var with ddof 1: problems both models get
     right (or both wrong) add no noise, unlike in the SE of two independent accuracies.
     clusters (from `program_ids`): problems that share a program count as one draw (the toy
-    held-out sets repeat programs over several inputs, and one changed answer to a program flips
-    them all). Cluster-robust ("sandwich") SE, clusters pooled across sets: u_c = Σ over problems
+    held-out sets repeat a program over several inputs, whose answers flip together).
+    Cluster-robust ("sandwich") SE over the G clusters, pooled across sets: u_c = Σ over problems
     (t, i) of cluster c of (d_ti - mean(d_t)) / (n_t T), SE = sqrt(G / (G - 1) Σ_c u_c²)."""
     names = [t for t in base if t in final]
     if not names:
