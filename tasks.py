@@ -24,9 +24,7 @@ import verifier
 
 TASK_TYPES = ("deduction", "abduction", "induction")
 
-# ==============================================================================================
-# Formats
-# ==============================================================================================
+# === Formats ==================================================================================
 R1_WRAPPER = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant "
     "solves it. The assistant first thinks about the reasoning process in the mind and then "
@@ -39,24 +37,19 @@ BANNED_HINT = ("logging, random, multiprocessing, subprocess, threading, datetim
 
 
 def fence(tag: str, body: str) -> str:
-    """A fenced block: ```tag\\nbody\\n```\\n"""
     return f"```{tag}\n{body}\n```\n"
-
-
-def snippet(program: str, inp: str, out: str) -> str:
-    return fence("python", program) + fence("input", inp) + fence("output", out)
 
 
 def propose_prompt(task_type: str, refs: list[dict], style: str) -> str:
     """Proposer prompt for deduction/abduction: K reference triplets from the task's buffer and a
     request for a new, different (program, input) (AZR section 3.2, Figs. 34-35)."""
+    snippets = [fence("python", r["program"]) + fence("input", r["input"])
+                + fence("output", r["output"]) for r in refs]
     if style == "toy":
-        body = "".join(snippet(r["program"], r["input"], r["output"]) for r in refs)
-        return f"# propose {task_type}\n{body}# new\n```python\n"
+        return f"# propose {task_type}\n{''.join(snippets)}# new\n```python\n"
     goal = ("predicting its output from the input" if task_type == "deduction"
             else "finding an input that produces its output")
-    refs_text = "".join(f"<snippet_{i}>\n{snippet(r['program'], r['input'], r['output'])}"
-                        f"</snippet_{i}>\n" for i, r in enumerate(refs))
+    refs_text = "".join(f"<snippet_{i}>\n{x}</snippet_{i}>\n" for i, x in enumerate(snippets))
     return R1_WRAPPER.format(instruction=(
         f"Design a new Python program with one test input, for a puzzle that consists of "
         f"{goal}. Requirements: define an entry function `f` with at least one argument that "
@@ -110,9 +103,9 @@ def math_prompt(question: str, style: str) -> str:
 
 
 def stop_strings(role: str, kind: str, style: str) -> list[str]:
-    """Where sampling stops (EOS always does): R1-style responses and math at </answer>; toy
-    solvers after the answer block closes; toy deduction/abduction proposers where the output
-    block (the executor's job) would start."""
+    """Where sampling stops (EOS always does): R1 style and math at </answer>; toy solvers when
+    the answer block closes; toy deduction/abduction proposers where the output block (the
+    executor's job) would start."""
     if style != "toy" or kind == "math":
         return ["</answer>"]
     if role == "solve":
@@ -121,9 +114,8 @@ def stop_strings(role: str, kind: str, style: str) -> list[str]:
 
 
 def induction_view(task: dict) -> dict:
-    """An induction task as the solver sees it (AZR section 3.2): the first half of the
-    (input, output) pairs are shown with the message (`visible`); the second half is held out
-    (`hidden`) and is what a candidate program is judged on."""
+    """An induction task as the solver sees it (AZR section 3.2): the first half of its pairs,
+    shown with the message (`visible`), and the rest, held out to judge a program on (`hidden`)."""
     pairs = list(zip(task["inputs"], task["outputs"]))
     half = max(1, len(pairs) // 2)
     return {**task, "visible": pairs[:half], "hidden": pairs[half:] or pairs}
@@ -165,12 +157,10 @@ def extract_answer(text: str, task_type: str, style: str) -> str | None:
 def parse_proposal(text: str, style: str) -> tuple[str, str] | str:
     """A deduction/abduction proposal → (program, input), or the name of its format problem
     ("format": no R1 <think>…</think><answer>…</answer>; "no_program", "no_input")."""
-    if style == "toy":
-        text = "```python\n" + text  # the prompt opened the program block
-    else:
-        text = answer_region(text, style)
-        if text is None:
-            return "format"
+    # (a toy proposal continues the program block that its prompt opened)
+    text = "```python\n" + text if style == "toy" else answer_region(text, style)
+    if text is None:
+        return "format"
     prog = _BLOCK["python"].search(text)
     if not prog:
         return "no_program"
@@ -186,8 +176,7 @@ def parse_induction_proposal(text: str, style: str, n_inputs: int) -> tuple[list
     text = answer_region(text, style)
     if text is None:
         return "format"
-    inputs = list(dict.fromkeys(m.group(1).strip() for m in _BLOCK["input"].finditer(text)))
-    inputs = [s for s in inputs if s]
+    inputs = [s for s in dict.fromkeys(x.strip() for x in _BLOCK["input"].findall(text)) if s]
     msg = _BLOCK["message"].search(text)
     if len(inputs) < n_inputs:
         return "too_few_inputs"
@@ -212,9 +201,7 @@ def same_value(a: str, b: str) -> bool:
     return type(va) is type(vb) and va == vb
 
 
-# ==============================================================================================
-# Scoring
-# ==============================================================================================
+# === Scoring ==================================================================================
 def math_answer(text: str) -> str | None:
     """The final answer of a math response: the last <answer>...</answer> (a \\boxed{} inside
     it wins), else the last \\boxed{...}; None when there is neither (a format error)."""
@@ -237,8 +224,7 @@ _THOUSANDS = re.compile(r"-?\d{1,3}(,\d{3})+(\.\d+)?")  # 1,234 (not the list "-
 def check_math(answer: str | None, gold) -> bool:
     """math-verify's equivalence of an extracted answer and the gold (both read as LaTeX, as in
     \\boxed{...}: fractions, roots, intervals, tuples, units in \\text). A number gold (GSM8K)
-    also accepts the last number of the answer, as GSM8K graders do ("5 dollars" = 5). Both
-    parsing and verification are time-limited (5 s)."""
+    also accepts the last number of the answer, as GSM8K graders do ("5 dollars" = 5)."""
     from math_verify import parse, verify
 
     gold = str(gold).strip()
@@ -284,12 +270,11 @@ def score(kind: str, tasks: list[dict], texts: list[str], style: str,
     return correct, [a is not None for a in answers]
 
 
-# ==============================================================================================
-# The toy world: seeded generators, never the global RNG. Difficulty follows a measured trial of
-# a 5M-parameter char-level model (ints 0-12, `*` only by 2 or 3, int results in (-30, 30),
-# strings <= 6 chars, lists of 2-4 digits, ~15% level-3 tasks: loops, 3-step pipelines,
-# if/elif/else), with conditionals weighted up because they were the most learnable family.
-# ==============================================================================================
+# === The toy world ============================================================================
+# Seeded generators, never the global RNG. Difficulty follows a measured trial of a 5M-parameter
+# char-level model (ints 0-12, `*` only by 2 or 3, int results in (-30, 30), strings <= 6 chars,
+# lists of 2-4 digits, ~15% level-3 tasks: loops, 3-step pipelines, if/elif/else), with
+# conditionals weighted up because they were the most learnable family.
 WORDS = ["Hello World", "hello", "world", "abc", "cat", "dog", "level", "noon", "apple", "banana",
          "python", "zero", "play", "code", "moon", "tree", "hi", "ok", "aab", "data"]
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -327,10 +312,8 @@ def _ch(rng):
     return rng.choice("aeiolnost")
 
 
-# ----------------------------------------------------------------------------------------------
-# Program families. Each returns (params, kinds, body_lines, level, message).
-# body lines carry their own extra indentation (relative to the function body).
-# ----------------------------------------------------------------------------------------------
+# --- Program families: each returns (params, kinds, body_lines, level, message); body lines
+# carry their own extra indentation (relative to the function body).
 def fam_identity(rng):
     kind = rng.choice(["int", "str", "list"])
     v = VAR[kind]
@@ -339,15 +322,14 @@ def fam_identity(rng):
 
 def fam_arithmetic(rng):
     c, m = _c(rng), _m(rng)
-    if rng.random() < 0.6:
+    level = 1 if rng.random() < 0.6 else 2
+    if level == 1:
         expr = rng.choice([f"x + {c}", f"x - {c}", f"x * {m}", f"x // {m}",
                            f"x % {_c(rng, 2, 5)}", f"{c} - x", f"abs(x - {c + 3})"])
-        level = 1
     else:
-        expr = rng.choice([f"x * {m} + {c}", f"x * {m} - {c}",
-                           f"(x + {c}) % {_c(rng, 2, 5)}", f"(x + {c}) // {m}", f"x + x",
-                           f"x - x // {m}", f"x * x % 10", f"x // {m} + x % {m}"])
-        level = 2
+        expr = rng.choice([f"x * {m} + {c}", f"x * {m} - {c}", f"(x + {c}) % {_c(rng, 2, 5)}",
+                           f"(x + {c}) // {m}", f"x + x", f"x - x // {m}", f"x * x % 10",
+                           f"x // {m} + x % {m}"])
     msg = "uses the number twice" if expr.count("x") >= 2 else "does arithmetic on a number"
     return ["x"], ["int"], [f"return {expr}"], level, msg
 
@@ -356,13 +338,12 @@ def fam_two_arg(rng):
     _c(rng)  # unused, but drawn: the toy base's corpus follows this exact RNG sequence
     form = rng.choice(["ii", "ii", "sn", "st", "ln"])
     if form == "ii":
-        if rng.random() < 0.6:
+        level = 1 if rng.random() < 0.6 else 2
+        if level == 1:
             expr = rng.choice(["a + b", "a - b", "max(a, b)", "min(a, b)", "b - a"])
-            level = 1
         else:
             expr = rng.choice(["a % b", "a // b", "a * b", "abs(a - b)",
                                f"(a + b) % {_c(rng, 2, 5)}", "a * 2 + b", "a + b + b"])
-            level = 2
         bkind = {"a % b": "pos", "a // b": "pos", "a * b": "rep"}.get(expr, "int")
         return ["a", "b"], ["int", bkind], [f"return {expr}"], level, "takes two numbers"
     if form == "sn":
@@ -383,36 +364,32 @@ def fam_two_arg(rng):
 
 def fam_string(rng):
     ch, ch2 = _ch(rng), _ch(rng)
-    if rng.random() < 0.6:
+    level = 1 if rng.random() < 0.6 else 2
+    if level == 1:
         expr = rng.choice(["s.upper()", "s.lower()", "s[::-1]", "s[0]", "s[-1]", "s[:2]",
                            "s[1:]", "len(s)", f"s + '{ch}'", f"s.count('{ch}')",
                            "s.capitalize()", "s.swapcase()", "s.title()", f"'{ch}' in s"])
-        level = 1
     else:
-        expr = rng.choice(["s[::2]", "s[1:-1]", f"s.find('{ch}')",
-                           f"s.replace('{ch}', '{ch2}')", "s == s[::-1]",
-                           f"s.startswith('{ch}')", "s.split()", "s[0] + s[-1]",
+        expr = rng.choice(["s[::2]", "s[1:-1]", f"s.find('{ch}')", f"s.replace('{ch}', '{ch2}')",
+                           "s == s[::-1]", f"s.startswith('{ch}')", "s.split()", "s[0] + s[-1]",
                            "s[-2:] + s[:2]", "len(s) % 3", "s.upper()[::-1]", "s * 2"])
-        level = 2
     return ["s"], ["str"], [f"return {expr}"], level, "works on a string"
 
 
 def fam_list(rng):
     c = _c(rng, 1, 5)
-    if rng.random() < 0.55:
-        expr = rng.choice(["sum(nums)", "len(nums)", "max(nums)", "min(nums)",
-                           "sorted(nums)", "nums[::-1]", "nums[0]", "nums[-1]", "nums[:2]",
-                           f"nums + [{c}]", "sorted(nums, reverse=True)", f"nums.count({c})",
-                           "nums[1:]"])
-        level = 1
+    level = 1 if rng.random() < 0.55 else 2
+    if level == 1:
+        expr = rng.choice(["sum(nums)", "len(nums)", "max(nums)", "min(nums)", "sorted(nums)",
+                           "nums[::-1]", "nums[0]", "nums[-1]", "nums[:2]", f"nums + [{c}]",
+                           "sorted(nums, reverse=True)", f"nums.count({c})", "nums[1:]"])
     else:
         expr = rng.choice([f"[v + {c} for v in nums]", f"[v * {_m(rng)} for v in nums]",
                            f"[v for v in nums if v > {c}]", "[v % 2 for v in nums]",
                            "sum(v for v in nums if v % 2 == 0)",
                            f"len([v for v in nums if v < {c}])", "max(nums) - min(nums)",
-                           "nums.index(max(nums))", "[v - 1 for v in nums]",
-                           "sum(nums) % 10", "sorted(nums)[1]"])
-        level = 2
+                           "nums.index(max(nums))", "[v - 1 for v in nums]", "sum(nums) % 10",
+                           "sorted(nums)[1]"])
     return ["nums"], ["list"], [f"return {expr}"], level, "works on a list of numbers"
 
 
@@ -575,17 +552,13 @@ _MAX_KIND_TRIES = 1000  # per heldout item: failed candidates of its kind before
 
 
 def _generate(n, rng, split, weights, make_one, key):
-    """Shared loop: for each item draw its kind (family or level) by `weights`, then candidates
-    make_one(rng, split, seen, kind) -> dict | None | "dup"; keep those of `split`.
-
-    Train items: a failed candidate (None) redraws the kind; items may repeat a program (with a
-    different input). Heldout items keep their drawn kind through failed candidates (up to
-    _MAX_KIND_TRIES; a kind with no heldout item at all, like identity, is then redrawn), get
-    distinct `key` texts where possible (up to _MAX_DUP_TRIES already-seen ones skipped per
-    item, then a repeat with new inputs) and are never the same task twice unless the kind has
-    run out. So the heldout mix of kinds follows the train weights even for a family with only
-    a few heldout programs. (Redrawing the kind there skewed the heldout code tasks towards the
-    families with thousands of programs: 59% conditionals, against 18% in train.)"""
+    """n items of `split`: per item a kind (family or level) drawn by `weights`, then candidates
+    make_one(rng, split, seen, kind) -> dict | None (failed) | "dup" (its `key` text is in seen).
+    Train: a failure redraws the kind; programs may repeat with other inputs. Heldout: the kind
+    is kept through failures (up to _MAX_KIND_TRIES, then redrawn: identity has no heldout
+    program), `key` texts are distinct where possible (_MAX_DUP_TRIES) and no task repeats
+    exactly, so the heldout mix follows the weights even for families with few heldout programs
+    (redrawing the kind skewed it towards the big families: 59% conditionals, 18% in train)."""
     held, kinds, ws = split == "heldout", list(weights), list(weights.values())
     out, seen, exact = [], set(), set()
     budget = 2000 * n + 10_000
@@ -695,9 +668,8 @@ def _solve(t, steps):
     if isinstance(t, int):
         return t
     op, a, b = t
-    va = _solve(a, steps)
-    vb = None if va is None else _solve(b, steps)
-    if vb is None:
+    va, vb = _solve(a, steps), _solve(b, steps)  # (steps of a failed tree are thrown away)
+    if va is None or vb is None:
         return None
     if op == "*" and min(va, vb) > 5:
         return None  # keep products small: one factor is at most 5
@@ -709,12 +681,10 @@ def _solve(t, steps):
 
 
 def make_arith(n, seed, split="train"):
-    """n arithmetic problems: dict(question, answer, solution, level).
-
-    level 1: one operation; 2: two operations, no parentheses; 3: three operations or
-    parentheses. Operands 0-20 (75% single digits), one factor of every product <= 5, all
-    intermediate values in 0..60. solution = worked steps in evaluation order, e.g.
-    '4*2=8. 3+8=11. <answer>11</answer>'. Split by split_of(question)."""
+    """n arithmetic problems: dict(question, answer, solution, level), split by split_of(question).
+    level 1: one operation; 2: two, no parentheses; 3: three, or parentheses. Operands 0-20 (75%
+    single digits), one factor of every product <= 5, all intermediate values in 0..ARITH_MAX;
+    solution = worked steps in evaluation order, e.g. '4*2=8. 3+8=11. <answer>11</answer>'."""
     def one(rng, split, seen, level):
         while True:  # redraw within the level so the level mix follows ARITH_LEVEL_WEIGHTS
             n_ops = {1: 1, 2: 2, 3: rng.choice([2, 3])}[level]
@@ -736,9 +706,7 @@ def make_arith(n, seed, split="train"):
     return _generate(n, random.Random(seed), split, ARITH_LEVEL_WEIGHTS, one, "question")
 
 
-# ==============================================================================================
-# Benchmark files (the user gives the path; errors name the file and the line)
-# ==============================================================================================
+# === Benchmark files (the user gives the path; errors name the file and the line) =============
 def _need(row: dict, key: str, path: str, line: int):
     M.check(key in row, f"{path}, line {line}: missing key {key!r} (keys: {sorted(row)})")
     return row[key]
@@ -812,14 +780,11 @@ def benchmark_sets(specs: list[str], n: int) -> dict[str, tuple[str, list[dict]]
 
 
 def eval_sets(specs: list[str], n: int, toy_names, n_inputs: int = 6) -> dict:
-    """A script's held-out sets: the --eval benchmarks when given, else the toy sets it trains
-    for (name → (kind, problems))."""
+    """A script's held-out sets: the --eval benchmarks when given, else the toy sets it trains."""
     return benchmark_sets(specs, n) if specs else toy_sets(toy_names, n, n_inputs)
 
 
-# ==============================================================================================
-# The held-out evaluation (every script's)
-# ==============================================================================================
+# === The held-out evaluation (every script's) =================================================
 EVAL_SEED = 1234  # the held-out toy sets: fixed, from the heldout split, never trained on
 
 
@@ -859,24 +824,22 @@ def evaluate(model, tok, sets: dict[str, tuple[str, list[dict]]], style: str,
         cap = max_new_tokens[kind] if isinstance(max_new_tokens, dict) else max_new_tokens
         groups.setdefault((tuple(stop_strings("solve", kind, style)), cap), []).extend(
             (name, eval_prompt(kind, p, style)) for p in probs)
-    texts, lengths = {name: [] for name in sets}, {name: [] for name in sets}
+    out = {name: {"correct": [], "lengths": [], "texts": []} for name in sets}
     for (stop, cap), group in groups.items():
         ro = M.sample(model, tok, [x[1] for x in group], n=n, temperature=temperature,
                       top_p=top_p, max_new_tokens=cap, stop=list(stop), batch_size=batch_size,
                       seed=seed)
         for j, (name, _) in enumerate(group):
-            texts[name].append(ro.texts[j * n:(j + 1) * n])
-            lengths[name].append([int(x) for x in ro.lengths[j * n:(j + 1) * n]])
-    out = {}
+            out[name]["texts"].append(ro.texts[j * n:(j + 1) * n])
+            out[name]["lengths"].append([int(x) for x in ro.lengths[j * n:(j + 1) * n]])
     for name, (kind, probs) in sets.items():
         ok, _ = score(kind, [p for p in probs for _ in range(n)],
-                      [t for row in texts[name] for t in row], style, timeout)
-        out[name] = {"correct": [ok[i * n:(i + 1) * n] for i in range(len(probs))],
-                     "lengths": lengths[name], "texts": texts[name]}
+                      [t for row in out[name]["texts"] for t in row], style, timeout)
+        out[name]["correct"] = [ok[i * n:(i + 1) * n] for i in range(len(probs))]
     return out
 
 
-def accuracy(results: dict[str, dict], prefix: str = "eval") -> dict:
+def accuracy(results: dict[str, dict]) -> dict:
     """Greedy accuracy per set with its binomial SE, and their mean over sets (the SE of the
     mean from the per-set SEs): eval/<set>/accuracy, eval/<set>/se, eval/accuracy, eval/se."""
     out, accs, ses = {}, [], []
@@ -884,9 +847,9 @@ def accuracy(results: dict[str, dict], prefix: str = "eval") -> dict:
         c = [row[0] for row in r["correct"]]
         accs.append(sum(c) / len(c))
         ses.append(math.sqrt(accs[-1] * (1.0 - accs[-1]) / len(c)))  # binomial SE
-        out[f"{prefix}/{name}/accuracy"], out[f"{prefix}/{name}/se"] = accs[-1], ses[-1]
-    out[f"{prefix}/accuracy"] = sum(accs) / len(accs)
-    out[f"{prefix}/se"] = math.sqrt(sum(s * s for s in ses)) / len(ses)
+        out[f"eval/{name}/accuracy"], out[f"eval/{name}/se"] = accs[-1], ses[-1]
+    out["eval/accuracy"] = sum(accs) / len(accs)
+    out["eval/se"] = math.sqrt(sum(s * s for s in ses)) / len(ses)
     return out
 
 
@@ -897,9 +860,8 @@ def correct_strings(results: dict[str, dict]) -> dict[str, str]:
 
 
 def program_ids(sets: dict[str, tuple[str, list[dict]]]) -> dict[str, list[int]]:
-    """Cluster id of each held-out problem: problems with the same (whitespace-normalised)
-    program, or the same question, share one id, across sets too (deduction and abduction are
-    the same tasks)."""
+    """Cluster id of each held-out problem: one id per (whitespace-normalised) program or
+    question, shared across sets too (deduction and abduction are the same tasks)."""
     ids: dict[str, int] = {}
     return {name: [ids.setdefault(norm_code(p.get("program") or str(p.get("question"))),
                                   len(ids)) for p in probs] for name, (_, probs) in sets.items()}
@@ -908,16 +870,13 @@ def program_ids(sets: dict[str, tuple[str, list[dict]]]) -> dict[str, list[int]]
 def paired_gain(base: dict[str, list[int]], final: dict[str, list[int]],
                 clusters: dict[str, list] | None = None) -> tuple[float, float]:
     """Gain of the mean-over-sets accuracy, final - base, on the SAME problems, and its paired
-    standard error. Per set t with n_t problems, d_i = final_i - base_i in {-1, 0, 1}; gain =
-    (1/T) Σ_t mean(d_t) and SE = (1/T) sqrt(Σ_t var(d_t) / n_t), var with ddof 1. Problems both
-    models get right (or both wrong) add no noise, so this SE is smaller than that of two
-    independent accuracies.
-
-    clusters (from `program_ids`): problems that share a program count as one draw, not as
-    independent ones — the toy held-out sets repeat programs over several inputs, and a model
-    that changes its answer to one program flips all of them together. Cluster-robust
-    ("sandwich") SE, clusters pooled across sets: u_c = Σ over problems (t, i) of cluster c of
-    (d_ti - mean(d_t)) / (n_t T), SE = sqrt(G / (G - 1) Σ_c u_c²) with G clusters."""
+    SE. Per set t with n_t problems, d_i = final_i - base_i in {-1, 0, 1}; gain = (1/T) Σ_t
+    mean(d_t), SE = (1/T) sqrt(Σ_t var(d_t) / n_t), var with ddof 1: problems both models get
+    right (or both wrong) add no noise, unlike in the SE of two independent accuracies.
+    clusters (from `program_ids`): problems that share a program count as one draw (the toy
+    held-out sets repeat a program over several inputs, whose answers flip together).
+    Cluster-robust ("sandwich") SE over the G clusters, pooled across sets: u_c = Σ over problems
+    (t, i) of cluster c of (d_ti - mean(d_t)) / (n_t T), SE = sqrt(G / (G - 1) Σ_c u_c²)."""
     names = [t for t in base if t in final]
     if not names:
         raise ValueError("paired_gain: no set evaluated in both")
