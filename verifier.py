@@ -22,9 +22,9 @@ values that run code in repr or are gigantic.
 Does NOT protect against (no containers, namespaces or seccomp): reads by a program that escapes
 the filter (without root the audit hook's open() check is all); forgery of its own result by
 code that escapes filter and builtins and reaches os.write on the result pipe (the nonce lives
-only in closures built before the fork, frames/gc/code objects are audit-killed and the runner
-uses only references captured before the program starts: naive forgeries fail); calls that fire
-no audit event (sleep/select: only the wall timeout; threads as root without the uid drop);
+only in a closure made before the program starts, frames/gc/code objects are audit-killed and
+the runner uses only references captured before then: naive forgeries fail); calls that fire no
+audit event (sleep/select: only the wall timeout; threads as root without the uid drop);
 kernel or CPython bugs, side channels, CPU taken by up to ``2 * workers`` children.
 
 ``Result.kind`` (``error`` before its first colon) is one of: syntax, banned, args, no_function,
@@ -506,7 +506,7 @@ UNAUDITED = {"os": ("mknod", "mkfifo", "pidfd_open"), "posix": ("mknod", "mkfifo
              "signal": ("pidfd_send_signal",), "_signal": ("pidfd_send_signal",)}
 
 
-def _harden_server(st):
+def _harden_server():
     """One-time preparation of the server, inherited by every child for free (work done in a
     child costs copy-on-write page faults, ~2.5 us each here): delete unaudited functions, give
     importlib's pure-Python path (which fires no "import" audit event) nothing to search --
@@ -520,14 +520,13 @@ def _harden_server(st):
     sys.path_hooks.clear()
     sys.path_importer_cache.clear()
     sys.path.clear()
-    sys.stdout = sys.stderr = _CappedWriter(st.max_output_chars, os._exit)
+    sys.stdout = sys.stderr = _CappedWriter(MAX_OUTPUT_CHARS, os._exit)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _prepare_job(job, nonce, st):
-    """Per-job objects built in the server just before the fork: the report function (knows
-    the nonce), the program's globals, the audit hook and its exec gate."""
-    _write = os.write
+def _child_main(job, wfd, nonce, srv):
+    """Body of a forked child: isolate, limit, run ``f(<args>)``, report.  Never returns."""
+    _exit, _write = os._exit, os.write
 
     def report(ok, value, error):
         # nonce + 'T' + value | nonce + 'F' + error; str operations only (nothing patchable)
@@ -535,16 +534,6 @@ def _prepare_job(job, nonce, st):
         while data:
             data = data[_write(3, data):]
 
-    root = "/" if st.chroot else job["dir"]
-    gate = [0]
-    g = {"__builtins__": st.builtins, "__name__": "__main__"}
-    return report, gate, g, _make_guard(report, root, gate, st.stdlib_files)
-
-
-def _child_main(job, wfd, prepared, srv):
-    """Body of a forked child: isolate, limit, run ``f(<args>)``, report.  Never returns."""
-    _exit = os._exit
-    report = prepared[0]
     code = EXIT_INTERNAL
     try:
         os.setpgid(0, 0)
@@ -563,13 +552,14 @@ def _child_main(job, wfd, prepared, srv):
             os.setuid(NOBODY)
         cpu = int(job["t"]) + 1
         rs, mb = srv.resource, 1 << 20
-        for lim, val in ((rs.RLIMIT_AS, srv.mem_mb * mb), (rs.RLIMIT_CPU, cpu),
-                         (rs.RLIMIT_FSIZE, srv.file_mb * mb), (rs.RLIMIT_NOFILE, 16),
+        for lim, val in ((rs.RLIMIT_AS, DEFAULT_MEMORY_MB * mb), (rs.RLIMIT_CPU, cpu),
+                         (rs.RLIMIT_FSIZE, DEFAULT_FILE_MB * mb), (rs.RLIMIT_NOFILE, 16),
                          (rs.RLIMIT_NPROC, 0), (rs.RLIMIT_CORE, 0)):
             rs.setrlimit(lim, (val, val + 1 if lim == rs.RLIMIT_CPU else val))
         signal.alarm(cpu + 1)          # dies on its own even if its server dies
-        ok, value, error = _run_program(job, prepared, srv)
-        report(ok, value, error)
+        gate = [0]                     # lets the runner's own two exec() calls through the guard
+        hook = _make_guard(report, "/" if srv.chroot else job["dir"], gate, srv.stdlib_files)
+        report(*_run_program(job, gate, hook, srv))
         code = 0
     except BaseException as e:       # anything here is our failure, not the program's
         try:
@@ -580,14 +570,14 @@ def _child_main(job, wfd, prepared, srv):
         _exit(code)
 
 
-def _run_program(job, prepared, srv, *, _type=type, _callable=callable, _exec=exec,
+def _run_program(job, gate, hook, srv, *, _type=type, _callable=callable, _exec=exec,
                  _eval=eval, _literal_repr=_literal_repr, _exception_text=_exception_text,
                  _MemoryError=MemoryError, _SystemExit=SystemExit, _BaseException=BaseException):
     """Guard, execute, check the value; returns (ok, value_repr, error).  Runs in the child; after
     the program starts it uses only the references bound above (the program may patch builtins)."""
     prog, call = job["code"]
-    _, gate, g, hook = prepared
-    gc_disable, mem_mb, max_chars = srv.gc.disable, srv.mem_mb, srv.max_value_chars
+    g = {"__builtins__": srv.builtins, "__name__": "__main__"}
+    gc_disable, mem_mb, max_chars = srv.gc.disable, DEFAULT_MEMORY_MB, MAX_VALUE_CHARS
     sys.addaudithook(hook)
     try:
         gate[0] = 1
@@ -615,13 +605,13 @@ def _run_program(job, prepared, srv, *, _type=type, _callable=callable, _exec=ex
 
 # ---- Fork server (a fresh interpreter, see _Server.start) ------------------------------------
 class _ServerState:
-    """Settings of one fork server: the pool's config, then what the server found out (plain
-    attributes; the child reads them)."""
+    """Settings of one fork server: the pool's (workers, dir, drop), then what the server found
+    out (plain attributes; the child reads them)."""
 
     def __init__(self, cfg):
         import gc
         import resource
-        self.__dict__.update(cfg)      # workers, dir, mem_mb, file_mb, max_*_chars, drop
+        self.__dict__.update(cfg)
         self.gc, self.resource = gc, resource
         self.dir = os.path.realpath(self.dir)
         self.devnull = os.open(os.devnull, os.O_RDWR)
@@ -666,20 +656,17 @@ def _remove_tree(path):
         return
     except OSError:
         pass
-    try:
+    entries = []
+    with contextlib.suppress(OSError):
         os.chmod(path, 0o700)
         with os.scandir(path) as it:
             entries = list(it)
-    except OSError:
-        entries = []
     for entry in entries:
-        try:
+        with contextlib.suppress(OSError):
             if entry.is_dir(follow_symlinks=False):
                 _remove_tree(entry.path)
             else:
                 os.unlink(entry.path)
-        except OSError:
-            pass
     with contextlib.suppress(OSError):
         os.rmdir(path)
 
@@ -709,14 +696,14 @@ def _probe_privileges(st):
     return found[0], found[0] or found[1]
 
 
-def _child_result(buf, nonce, status, job, st):
+def _child_result(buf, nonce, status, job):
     """(ok, value, error) of a finished child: its report behind the nonce, else why it ended."""
     code = os.waitstatus_to_exitcode(status)
     if buf and code in (0, EXIT_FORBIDDEN):
         text = buf.decode("utf-8", "replace")
         n = len(nonce)
         if text.startswith(nonce) and len(text) > n:
-            if text[n] == "T" and len(text) - n - 1 <= st.max_value_chars:
+            if text[n] == "T" and len(text) - n - 1 <= MAX_VALUE_CHARS:
                 return True, text[n + 1:], None
             if text[n] == "F":
                 return False, None, text[n + 1:][:1000]
@@ -730,7 +717,7 @@ def _child_result(buf, nonce, status, job, st):
         if -code in (signal.SIGXCPU, signal.SIGALRM, signal.SIGKILL):
             err = f"timeout: CPU/wall limit of {job['t']:g} s reached (killed by {name})"
     elif code == EXIT_OUTPUT:
-        err = f"output: the program printed more than {st.max_output_chars} characters"
+        err = f"output: the program printed more than {MAX_OUTPUT_CHARS} characters"
     elif code == EXIT_FORBIDDEN:
         err = "forbidden: the audit guard stopped the program"
     else:
@@ -740,56 +727,25 @@ def _child_result(buf, nonce, status, job, st):
 
 def _serve(cfg):
     """Fork-server main loop: read JSON-line jobs on stdin, fork a child per job (at most
-    ``workers`` at once), answer JSON lines on stdout in completion order."""
+    ``workers`` at once), answer JSON lines on stdout in completion order.  A child is done at
+    EOF of its result pipe (it has exited, or it closed the pipe: then it is ended) or at its
+    wall deadline."""
     import selectors
     st = _ServerState(cfg)
     sel = selectors.DefaultSelector()
     os.set_blocking(0, False)
-    sel.register(0, selectors.EVENT_READ, None)
-    pidfd_open = os.pidfd_open       # deleted from os by _harden_server
+    sel.register(0, selectors.EVENT_READ)
     out = sys.stdout.buffer
     pending = collections.deque()
-    running = {}                     # pid -> [job, read_fd, deadline, pidfd, nonce, buffer]
-    cap = st.max_value_chars * 4 + 4096
+    running = {}                     # result pipe fd -> [pid, job, deadline, nonce, buffer]
+    cap = MAX_VALUE_CHARS * 4 + 4096  # bytes of a child's result kept at most
     inbuf = b""
     counter = 0
     out.write(json.dumps({"ready": True, "pid": os.getpid(), "drop": st.drop,
                           "chroot": st.chroot, "workers": st.workers}).encode() + b"\n")
     out.flush()
-    _harden_server(st)
+    _harden_server()
     st.gc.freeze()                   # keep the heap out of the collector: cheaper forks
-
-    def drain(buf, rfd):
-        """Read one chunk of a child's result pipe into ``buf`` (a bytearray; ``cap`` bytes are
-        kept at most): True at EOF, None when nothing is there yet, else False."""
-        try:
-            chunk = os.read(rfd, 65536)
-        except BlockingIOError:
-            return None
-        if len(buf) <= cap:
-            buf += chunk
-        return not chunk
-
-    def finish(pid, timed_out):
-        job, rfd, _, pidfd, nonce, buf = running.pop(pid)
-        with contextlib.suppress(OSError):
-            os.killpg(pid, signal.SIGKILL)   # the whole group; the leader is not reaped yet
-        _, status = os.waitpid(pid, 0)
-        sel.unregister(pidfd)
-        os.close(pidfd)
-        try:
-            sel.unregister(rfd)
-        except KeyError:             # already at EOF
-            pass
-        while drain(buf, rfd) is False:
-            pass
-        os.close(rfd)
-        _remove_tree(job["dir"])
-        if timed_out:
-            ok, value, error = False, None, f"timeout: exceeded {job['t']:g} s wall time"
-        else:
-            ok, value, error = _child_result(buf, nonce, status, job, st)
-        answer(job["i"], ok, value, error)
 
     def answer(i, ok, value, error):
         out.write(json.dumps({"i": i, "ok": ok, "v": value, "e": error}).encode() + b"\n")
@@ -810,19 +766,29 @@ def _serve(cfg):
         job["dir"] = os.path.join(st.dir, f"j{counter}")
         os.mkdir(job["dir"], 0o700)
         nonce = os.urandom(12).hex()
-        prepared = _prepare_job(job, nonce, st)
         rfd, wfd = os.pipe()
         pid = os.fork()
         if pid == 0:
-            _child_main(job, wfd, prepared, st)       # never returns
+            _child_main(job, wfd, nonce, st)       # never returns
         os.close(wfd)
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)
         os.set_blocking(rfd, False)
-        sel.register(rfd, selectors.EVENT_READ, ("pipe", pid))
-        pidfd = pidfd_open(pid)
-        sel.register(pidfd, selectors.EVENT_READ, pid)
-        running[pid] = [job, rfd, time.monotonic() + float(job["t"]), pidfd, nonce, bytearray()]
+        sel.register(rfd, selectors.EVENT_READ)
+        running[rfd] = [pid, job, time.monotonic() + float(job["t"]), nonce, bytearray()]
+
+    def finish(rfd, timed_out):
+        pid, job, _, nonce, buf = running.pop(rfd)
+        sel.unregister(rfd)
+        os.close(rfd)
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)   # the whole group; the leader is not reaped yet
+        _, status = os.waitpid(pid, 0)
+        _remove_tree(job["dir"])
+        if timed_out:
+            answer(job["i"], False, None, f"timeout: exceeded {job['t']:g} s wall time")
+        else:
+            answer(job["i"], *_child_result(buf, nonce, status, job))
 
     try:
         while True:
@@ -832,32 +798,30 @@ def _serve(cfg):
             if running:
                 wait = max(0.0, min(r[2] for r in running.values()) - time.monotonic())
             for key, _ in sel.select(wait):
-                if key.data is None:
+                if key.fd == 0:
                     chunk = os.read(0, 1 << 20)
                     if not chunk:
                         return
                     inbuf += chunk
                     *lines, inbuf = inbuf.split(b"\n")
                     pending.extend(json.loads(line) for line in lines if line.strip())
-                elif type(key.data) is tuple:          # result pipe: drain it, so that a big
-                    r = running.get(key.data[1])      # result cannot block the child
-                    if r is not None and drain(r[5], r[1]):
-                        sel.unregister(r[1])
-                elif key.data in running:
-                    finish(key.data, False)
+                    continue
+                chunk, buf = os.read(key.fd, 65536), running[key.fd][4]
+                if not chunk:
+                    finish(key.fd, False)
+                elif len(buf) <= cap:    # read on regardless: a big result cannot block the child
+                    buf += chunk
             now = time.monotonic()
-            for pid in [p for p, r in running.items() if r[2] <= now]:
-                finish(pid, True)
+            for rfd in [fd for fd, r in running.items() if r[2] <= now]:
+                finish(rfd, True)
             out.flush()
     finally:
         sys.stderr = sys.__stderr__          # the capped writer would swallow a traceback
-        for pid, r in list(running.items()):
-            try:
+        for pid, job, *_ in running.values():
+            with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-            except OSError:
-                pass
-            _remove_tree(r[0]["dir"])
+            _remove_tree(job["dir"])
         _remove_tree(st.dir)
         with contextlib.suppress(OSError):
             os.rmdir(os.path.dirname(st.dir))    # the pool's dir, once both servers are gone
@@ -933,9 +897,7 @@ class _Server:
         self.generation += 1
         self.dir = os.path.join(p.base_dir, f"s{self.index}-{self.generation}")
         os.mkdir(self.dir, 0o711)
-        cfg = {"workers": p.workers, "dir": self.dir, "mem_mb": DEFAULT_MEMORY_MB,
-               "file_mb": DEFAULT_FILE_MB, "max_value_chars": MAX_VALUE_CHARS,
-               "max_output_chars": MAX_OUTPUT_CHARS, "drop": p.drop_privileges}
+        cfg = {"workers": p.workers, "dir": self.dir, "drop": p.drop_privileges}
         # Not -I: it implies -E, which ignores PYTHONHASHSEED.  -S: no site (its .pth files would
         # import ~100 modules, random and time among them, into every sandbox); -s: no user
         # site; -P: neither script directory nor cwd on sys.path; -B: no .pyc files.
