@@ -908,23 +908,18 @@ class _Server:
         self.buf = b""
 
     def wait_ready(self, timeout=60.0):
+        """Read the server's start-up report: one line, written at once and alone."""
         import selectors
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
         with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_READ)
-            while b"\n" not in self.buf:
-                left = deadline - time.monotonic()
-                chunk = os.read(fd, 65536) if left > 0 and sel.select(left) else None
-                if not chunk:
-                    self.stop()
-                    why = (f"did not start within {timeout:.0f} s" if chunk is None
-                           else "exited during start-up (see its stderr above)")
-                    raise RuntimeError(f"verifier: sandbox server {why}")
-                self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            line = self.proc.stdout.readline() if sel.select(timeout) else None
+        if not line:
+            self.stop()
+            why = (f"did not start within {timeout:.0f} s" if line is None
+                   else "exited during start-up (see its stderr above)")
+            raise RuntimeError(f"verifier: sandbox server {why}")
         self.info = json.loads(line)
-        os.set_blocking(fd, False)
+        os.set_blocking(self.proc.stdout.fileno(), False)
         os.set_blocking(self.proc.stdin.fileno(), False)
 
     def alive(self):
