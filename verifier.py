@@ -376,7 +376,7 @@ def _describe(obj, _type=type, _str=str, _bytes=bytes, _repr=repr, _tname=_type_
 
 
 def _make_guard(report, root, gate, stdlib_files, *, _type=type, _str=str, _bytes=bytes,
-                _len=len, _exit=os._exit, _lstat=os.lstat, _readlink=os.readlink,
+                _len=len, _exit=os._exit, _readlink=os.readlink,
                 _getcwd=os.getcwd, _getframe=sys._getframe,
                 _describe=_describe, _ImportError=ImportError):
     """Audit hook for the child.  On a forbidden event it reports and ends the process (os._exit);
@@ -403,33 +403,24 @@ def _make_guard(report, root, gate, stdlib_files, *, _type=type, _str=str, _byte
             path = path.decode("utf-8", "surrogateescape")     # not os.fsdecode: patchable
         elif t is not _str:
             return None
-        if not path.startswith("/"):
-            path = _getcwd() + "/" + path
+        todo = (path if path.startswith("/") else _getcwd() + "/" + path).split("/")[::-1]
         parts, hops = [], 0
-        todo = [p for p in path.split("/") if p][::-1]
         while todo:
             p = todo.pop()
-            if p == ".":
-                continue
             if p == "..":
-                if parts:
-                    parts.pop()
-                continue
-            cur = "/" + "/".join(parts + [p])
-            try:
-                is_link = (_lstat(cur).st_mode & 0o170000) == 0o120000
-            except OSError:
-                is_link = False
-            if is_link:
+                parts = parts[:-1]
+            elif p and p != ".":
+                try:
+                    target = _readlink("/" + "/".join(parts + [p]))
+                except OSError:                 # not a symlink (or not there)
+                    parts.append(p)
+                    continue
                 hops += 1
                 if hops > 40:
                     return None
-                target = _readlink(cur)
                 if target.startswith("/"):
                     parts = []
-                todo.extend([q for q in target.split("/") if q][::-1])
-            else:
-                parts.append(p)
+                todo += target.split("/")[::-1]
         return "/" + "/".join(parts)
 
     def count_write():
