@@ -127,15 +127,12 @@ PATH_EVENTS = {
 
 
 class Result(collections.namedtuple("Result", "ok value error")):
-    """Outcome of one execution/validation.
-
-    ok: bool; value: repr of the return value (str) or None; error: "<kind>: <detail>" or None.
-    """
+    """Outcome of one execution/validation: ok (bool), value (repr of the return value, or None),
+    error ("<kind>: <detail>", or None); ``kind`` is None when ok."""
     __slots__ = ()
 
     @property
     def kind(self):
-        """The failure category (text of ``error`` before the first colon), or None when ok."""
         return None if self.error is None else self.error.split(":", 1)[0]
 
 
@@ -149,11 +146,8 @@ def _is_dunder(name):
 
 
 def _builtin_uses(source, names):
-    """Names from ``names`` that ``source`` references as *builtins* (not shadowed), via symtable.
-
-    A parameter, local, enclosing or module-level binding of e.g. ``input`` is fine; only a name
-    that resolves to the builtins namespace counts.
-    """
+    """Names from ``names`` that ``source`` references as *builtins*, via symtable: a parameter,
+    local, enclosing or module-level binding of e.g. ``input`` shadows it."""
     import symtable
     top = symtable.symtable(source, SANDBOX_FILENAME, "exec")
     bound = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported()}
@@ -207,8 +201,7 @@ def _check_program(program):
         tree = ast.parse(program, SANDBOX_FILENAME, "exec")
     except (SyntaxError, ValueError, MemoryError, RecursionError) as e:
         return f"syntax: {type(e).__name__}: {getattr(e, 'msg', e)} (line {getattr(e, 'lineno', '?')})"
-    err = _walk_rules(tree)
-    if err:
+    if err := _walk_rules(tree):
         return err
     try:
         uses = _builtin_uses(program, BANNED_BUILTINS)
@@ -245,14 +238,12 @@ def _check_job(program, args):
     import ast
     if not isinstance(program, str):
         return f"syntax: program must be a str, got {type(program).__name__}"
-    err = _check_program(program)
-    if err:
+    if err := _check_program(program):
         return err
     call = _parse_call_args(args)
     if isinstance(call, str):
         return call
-    err = _walk_rules(call)
-    if err:
+    if err := _walk_rules(call):
         return err.replace("banned:", "banned: in input:", 1)
     if any(isinstance(n, ast.Name) and n.id in BANNED_BUILTINS for n in ast.walk(call)):
         uses = _builtin_uses(f"{program}\nf({args})\n", BANNED_BUILTINS)
@@ -270,9 +261,8 @@ def _literal_repr(value, max_chars, max_depth=MAX_VALUE_DEPTH, *, _type=type, _l
                   float=float, complex=complex, bool=bool, bytes=bytes, list=list, tuple=tuple,
                   set=set, dict=dict):
     """(repr_text, None) when ``value`` is a literal of exact builtin types within the caps, else
-    (None, reason).  No user code runs: exact types only (no subclasses), checked before repr.
-    Builtins (types too) are bound as defaults so that a program that patched ``builtins``
-    cannot redirect it."""
+    (None, reason).  No program code runs: exact types (no subclasses) are checked before repr,
+    through builtins bound as defaults (a program may have patched ``builtins``)."""
     too_large = None, f"value: return value too large (repr over {max_chars} characters)"
     est, stack = 0, [(value, 0)]
     while stack:
@@ -304,12 +294,8 @@ def _literal_repr(value, max_chars, max_depth=MAX_VALUE_DEPTH, *, _type=type, _l
             if est > max_chars:
                 return too_large
             if t is dict:
-                for k, x in v.items():
-                    stack.append((k, depth + 1))
-                    stack.append((x, depth + 1))
-            else:
-                for x in v:
-                    stack.append((x, depth + 1))
+                v = [y for item in v.items() for y in item]     # key, value, key, value ...
+            stack.extend([(x, depth + 1) for x in v])
         else:
             return None, f"value: unsupported return type '{_tname(t)}' (not a Python literal)"
         if est > max_chars:
@@ -913,9 +899,6 @@ class _Server:
         os.set_blocking(self.proc.stdout.fileno(), False)
         os.set_blocking(self.proc.stdin.fileno(), False)
 
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
     def stop(self, grace=0.0):
         """EOF on the server's stdin (it then kills its children and exits), ``grace`` seconds
         for that, then SIGKILL; kill what is left in its session, remove its directory."""
@@ -973,7 +956,7 @@ class Pool:
             os.chmod(self.base_dir, 0o711)
             self._servers = [_Server(self, i, s) for i, s in enumerate(self.hash_seeds)]
             atexit.register(self.close)
-        dead = [s for s in self._servers if not s.alive()]
+        dead = [s for s in self._servers if s.proc is None or s.proc.poll() is not None]
         if dead:
             self._boot(dead)
 
@@ -1099,13 +1082,11 @@ class Pool:
         import zlib
         timeout = self.timeout if timeout is None else _check_timeout(timeout)
         out, tasks = [], []
-        jobs = list(jobs)
         for j in jobs:
             if not (isinstance(j, (tuple, list)) and len(j) == 2):
                 raise ValueError(f"verifier: a job must be a (program, args) pair, got {j!r:.80}")
-        for program, args in jobs:
-            err = _check_job(program, args)
-            if err:
+            program, args = j
+            if err := _check_job(program, args):
                 out.append(Result(False, None, err))
                 continue
             key = f"{program}\0{args}".encode("utf-8", "surrogatepass")
@@ -1129,9 +1110,8 @@ class Pool:
         for r in self._dispatch(jobs, timeout, True):
             if isinstance(r, list):
                 a, b = r
-                # Judged on values: a set, or a dict built from one, lists the same items in
-                # another order under another hash seed.  list(set(...)), id() and hash() values
-                # really differ and stay rejected.
+                # on values: a set (or a dict built from one) lists its items in another order
+                # under another hash seed; list(set(...)), id() and hash() values really differ
                 if a.ok and b.ok and a.value != b.value and not _same_value(
                         _literal(a.value), _literal(b.value)):
                     r = _fail("nondeterministic", "outputs differ between two executions "
