@@ -605,23 +605,17 @@ def _preload():
     import encodings
     import gc
     for name in PRELOAD_MODULES:
-        try:
+        with contextlib.suppress(ImportError):
             __import__(name)
-        except ImportError:
-            pass
-    enc_dir = os.path.dirname(encodings.__file__)
-    for fn in sorted(os.listdir(enc_dir)):
+    for fn in sorted(os.listdir(os.path.dirname(encodings.__file__))):
         if fn.endswith(".py") and fn != "__init__.py":
             with contextlib.suppress(Exception):  # platform-specific codecs (mbcs, oem)
                 __import__("encodings." + fn[:-3])
-    files = set()
-    for name, mod in list(sys.modules.items()):
-        f = getattr(mod, "__file__", None)
-        top = name.partition(".")[0]
-        if f and (top in ALLOWED_IMPORTS or top == "encodings"):
-            files.add(f)
+    trusted = ALLOWED_IMPORTS | {"encodings"}
+    files = {getattr(mod, "__file__", None) for name, mod in list(sys.modules.items())
+             if name.partition(".")[0] in trusted}
     gc.collect()
-    return frozenset(files)
+    return frozenset(files - {None})
 
 
 def _remove_tree(path):
@@ -716,8 +710,7 @@ def _serve(cfg):
     pending = collections.deque()
     running = {}                     # result pipe fd -> [pid, job, deadline, nonce, buffer]
     cap = MAX_VALUE_CHARS * 4 + 4096  # bytes of a child's result kept at most
-    inbuf = b""
-    counter = 0
+    inbuf, counter = b"", 0
     out.write(json.dumps({"ready": True, "pid": os.getpid(), "drop": st.drop,
                           "chroot": st.chroot, "workers": st.workers}).encode() + b"\n")
     out.flush()
@@ -867,8 +860,7 @@ class _Server:
         self.proc, self.generation, self.info = None, 0, {}
 
     def start(self, code_path):
-        """Start the process on the marshalled code in ``code_path`` (see _BOOT); wait_ready()
-        then reads its start-up report."""
+        """Start the process on the marshalled code in ``code_path`` (see _BOOT)."""
         import subprocess
         p = self.pool
         self.generation += 1
@@ -961,15 +953,13 @@ class Pool:
             self._boot(dead)
 
     def _boot(self, servers):
-        """(Re)start servers: stop what is left of each, then start them on this module's code.
-        The code file is removed once they have read it, so a killed caller leaves nothing
-        behind (servers remove their own directories)."""
+        """(Re)start servers: stop what is left of each, then start them on this module's code,
+        in a file removed once they have read it (a killed caller leaves nothing behind)."""
         import marshal
         path, code_path = os.path.abspath(__file__), os.path.join(self.base_dir, "server.marshal")
         with open(path, encoding="utf-8") as fh:
             code = compile(fh.read(), path, "exec", dont_inherit=True)
-        fd = os.open(code_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
+        with open(code_path, "xb", opener=lambda p, flags: os.open(p, flags, 0o600)) as fh:
             fh.write(marshal.dumps(code))
         try:
             for s in servers:
@@ -1002,18 +992,19 @@ class Pool:
 
     # -- execution ---------------------------------------------------------------------------
     def _execute(self, tasks):
-        """tasks: list of (server_index, program, args, timeout) -> list[Result], in order."""
+        """tasks: list of (server_index, program, args, timeout) -> list[Result], in order.  The
+        jobs of a server that dies or stops answering run once more, on its replacement."""
         import selectors
-        results = [None] * len(tasks)
+        results, retried = [None] * len(tasks), set()
         if not tasks:
             return results
         self.start()
         with self._lock:
             self._ensure_started()
-            per = [dict() for _ in self._servers]          # request id -> task index
+            per = [{} for _ in self._servers]          # request id -> task index
             outbuf = [bytearray() for _ in self._servers]
-            tries = [0] * len(tasks)
-            max_t = max(t[3] for t in tasks)
+            progress = [time.monotonic()] * len(self._servers)
+            patience = max(t[3] for t in tasks) + 10.0
 
             def enqueue(k):
                 si, program, args, timeout = tasks[k]
@@ -1022,23 +1013,22 @@ class Pool:
                 outbuf[si] += json.dumps({"i": self._next_id, "p": program, "a": args,
                                           "t": timeout}).encode() + b"\n"
 
-            for k in range(len(tasks)):
-                enqueue(k)
-            progress = [time.monotonic()] * len(self._servers)
-
             def server_failed(si, why):
                 lost = list(per[si].values())
                 per[si].clear()
                 outbuf[si].clear()
                 self._boot([self._servers[si]])
-                for k in lost:
-                    tries[k] += 1
-                    if tries[k] > 1:
-                        results[k] = _fail("internal", f"sandbox server {why} twice while running this job")
-                    else:
-                        enqueue(k)
                 progress[si] = time.monotonic()
+                for k in lost:
+                    if k in retried:
+                        results[k] = _fail("internal", f"sandbox server {why} twice while "
+                                           "running this job")
+                    else:
+                        retried.add(k)
+                        enqueue(k)
 
+            for k in range(len(tasks)):
+                enqueue(k)
             while any(per):
                 with selectors.DefaultSelector() as sel:
                     for si, s in enumerate(self._servers):
@@ -1063,15 +1053,13 @@ class Pool:
                         break           # the remaining events are stale (they come again if not)
                     s.buf += chunk
                     *lines, s.buf = s.buf.split(b"\n")
-                    for line in lines:
-                        msg = json.loads(line)
-                        k = per[si].pop(msg["i"], None)
-                        if k is not None:
-                            results[k] = Result(bool(msg["ok"]), msg["v"], msg["e"])
+                    for msg in map(json.loads, lines):
+                        k = per[si].pop(msg["i"])
+                        results[k] = Result(bool(msg["ok"]), msg["v"], msg["e"])
                     progress[si] = time.monotonic()
                 now = time.monotonic()
                 for si in range(len(self._servers)):
-                    if per[si] and now - progress[si] > max_t + 10.0:
+                    if per[si] and now - progress[si] > patience:
                         server_failed(si, "stopped responding")
         return results
 
@@ -1146,8 +1134,7 @@ def _default_pool():
 
 # ---- Public API: execution and validation ----------------------------------------------------
 def run_many(jobs, timeout=None):
-    """Execute ``f(<args>)`` once in the sandbox for each (program, args), in parallel;
-    list[Result] in order (``Result.value`` is the repr of the return value)."""
+    """``Pool.run_many`` on the default pool: list[Result] in order (value: repr of the return)."""
     return _default_pool().run_many(jobs, timeout)
 
 
