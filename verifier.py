@@ -365,10 +365,9 @@ def _make_guard(report, root, gate, stdlib_files, *, _type=type, _str=str, _byte
                 _len=len, _exit=os._exit, _readlink=os.readlink,
                 _getcwd=os.getcwd, _getframe=sys._getframe,
                 _describe=_describe, _ImportError=ImportError):
-    """Audit hook for the child.  On a forbidden event it reports and ends the process (os._exit);
-    it never raises for those (a raise could be caught by the program).  ``gate[0]`` lets the
-    runner's own two exec() calls through.  Everything it uses is captured here, so a program
-    that patches builtins, ``os`` or this module's globals does not change its behaviour."""
+    """Audit hook for the child: on a forbidden event it reports and os._exit()s, never raises
+    (the program could catch that); ``gate[0]`` lets the runner's own two exec() calls through.
+    It uses only what is captured here (a program may patch builtins, ``os``, module globals)."""
     busy, writes = [False], [0]
     kill_events, kill_prefixes, stdlib_only = KILL_EVENTS, KILL_PREFIXES, STDLIB_ONLY_EVENTS
     deny_imports, max_writes, exit_forbidden = DENY_IMPORTS, MAX_WRITE_OPENS, EXIT_FORBIDDEN
@@ -489,10 +488,9 @@ def _harden_server():
     importlib's pure-Python path (which fires no "import" audit event) nothing to search --
     every allowed module is already loaded -- and point sys.stdout/stderr at a capped writer."""
     for mod_name, names in UNAUDITED.items():
-        mod = sys.modules.get(mod_name)
         for name in names:
-            if mod is not None and hasattr(mod, name):
-                delattr(mod, name)
+            with contextlib.suppress(AttributeError):     # not loaded, or not on this platform
+                delattr(sys.modules.get(mod_name), name)
     sys.meta_path.clear()
     sys.path_hooks.clear()
     sys.path_importer_cache.clear()
@@ -547,8 +545,8 @@ def _child_main(job, wfd, nonce, srv):
         _exit(code)
 
 
-def _run_program(job, gate, hook, srv, *, _type=type, _callable=callable, _exec=exec,
-                 _eval=eval, _literal_repr=_literal_repr, _exception_text=_exception_text,
+def _run_program(job, gate, hook, srv, *, _callable=callable, _exec=exec, _eval=eval,
+                 _literal_repr=_literal_repr, _exception_text=_exception_text,
                  _MemoryError=MemoryError, _SystemExit=SystemExit, _BaseException=BaseException):
     """Guard, execute, check the value; returns (ok, value_repr, error).  Runs in the child; after
     the program starts it uses only the references bound above (the program may patch builtins)."""
