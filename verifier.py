@@ -695,10 +695,9 @@ def _child_result(buf, nonce, status, job):
 
 
 def _serve(cfg):
-    """Fork-server main loop: read JSON-line jobs on stdin, fork a child per job (at most
-    ``workers`` at once), answer JSON lines on stdout in completion order.  A child is done at
-    EOF of its result pipe (it has exited, or it closed the pipe: then it is ended) or at its
-    wall deadline."""
+    """Fork-server main loop: JSON-line jobs on stdin, a child per job (``workers`` at once),
+    JSON-line answers on stdout as children finish: at EOF of their result pipe (exited, or
+    closed it: then ended) or at their wall deadline."""
     import selectors
     st = _ServerState(cfg)
     sel = selectors.DefaultSelector()
@@ -910,13 +909,11 @@ class _Server:
 
 
 class Pool:
-    """Two fork servers (hash seeds 0 and 1) running sandboxed jobs; thread-safe.
-
+    """Two fork servers (hash seeds 0 and 1) running sandboxed jobs; thread-safe; started on
+    first use, stopped at close() or interpreter exit.
     workers: children per server at once (default: CPUs available, $ZEROPLAY_VERIFIER_WORKERS).
     timeout: default wall seconds per execution.
-    drop_privileges: chroot + uid 65534 when running as root (default: whenever root).
-    Servers start lazily on first use and stop at close() / interpreter exit.
-    """
+    drop_privileges: chroot + uid 65534 when running as root (default: whenever root)."""
 
     def __init__(self, workers=None, timeout=DEFAULT_TIMEOUT, drop_privileges=None):
         if workers is not None and int(workers) < 1:
