@@ -22,9 +22,9 @@ values that run code in repr or are gigantic.
 Does NOT protect against (no containers, namespaces or seccomp): reads by a program that escapes
 the filter (without root the audit hook's open() check is all); forgery of its own result by
 code that escapes filter and builtins and reaches os.write on the result pipe (the nonce lives
-only in closures built before the fork, frames/gc/code objects are audit-killed and the runner
-uses only references captured before the program starts: naive forgeries fail); calls that fire
-no audit event (sleep/select: only the wall timeout; threads as root without the uid drop);
+only in a closure made before the program starts, frames/gc/code objects are audit-killed and
+the runner uses only references captured before then: naive forgeries fail); calls that fire no
+audit event (sleep/select: only the wall timeout; threads as root without the uid drop);
 kernel or CPython bugs, side channels, CPU taken by up to ``2 * workers`` children.
 
 ``Result.kind`` (``error`` before its first colon) is one of: syntax, banned, args, no_function,
@@ -127,15 +127,12 @@ PATH_EVENTS = {
 
 
 class Result(collections.namedtuple("Result", "ok value error")):
-    """Outcome of one execution/validation.
-
-    ok: bool; value: repr of the return value (str) or None; error: "<kind>: <detail>" or None.
-    """
+    """Outcome of one execution/validation: ok (bool), value (repr of the return value, or None),
+    error ("<kind>: <detail>", or None); ``kind`` is None when ok."""
     __slots__ = ()
 
     @property
     def kind(self):
-        """The failure category (text of ``error`` before the first colon), or None when ok."""
         return None if self.error is None else self.error.split(":", 1)[0]
 
 
@@ -149,11 +146,8 @@ def _is_dunder(name):
 
 
 def _builtin_uses(source, names):
-    """Names from ``names`` that ``source`` references as *builtins* (not shadowed), via symtable.
-
-    A parameter, local, enclosing or module-level binding of e.g. ``input`` is fine; only a name
-    that resolves to the builtins namespace counts.
-    """
+    """Names from ``names`` that ``source`` references as *builtins*, via symtable: a parameter,
+    local, enclosing or module-level binding of e.g. ``input`` shadows it."""
     import symtable
     top = symtable.symtable(source, SANDBOX_FILENAME, "exec")
     bound = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported()}
@@ -207,8 +201,7 @@ def _check_program(program):
         tree = ast.parse(program, SANDBOX_FILENAME, "exec")
     except (SyntaxError, ValueError, MemoryError, RecursionError) as e:
         return f"syntax: {type(e).__name__}: {getattr(e, 'msg', e)} (line {getattr(e, 'lineno', '?')})"
-    err = _walk_rules(tree)
-    if err:
+    if err := _walk_rules(tree):
         return err
     try:
         uses = _builtin_uses(program, BANNED_BUILTINS)
@@ -245,14 +238,12 @@ def _check_job(program, args):
     import ast
     if not isinstance(program, str):
         return f"syntax: program must be a str, got {type(program).__name__}"
-    err = _check_program(program)
-    if err:
+    if err := _check_program(program):
         return err
     call = _parse_call_args(args)
     if isinstance(call, str):
         return call
-    err = _walk_rules(call)
-    if err:
+    if err := _walk_rules(call):
         return err.replace("banned:", "banned: in input:", 1)
     if any(isinstance(n, ast.Name) and n.id in BANNED_BUILTINS for n in ast.walk(call)):
         uses = _builtin_uses(f"{program}\nf({args})\n", BANNED_BUILTINS)
@@ -270,9 +261,8 @@ def _literal_repr(value, max_chars, max_depth=MAX_VALUE_DEPTH, *, _type=type, _l
                   float=float, complex=complex, bool=bool, bytes=bytes, list=list, tuple=tuple,
                   set=set, dict=dict):
     """(repr_text, None) when ``value`` is a literal of exact builtin types within the caps, else
-    (None, reason).  No user code runs: exact types only (no subclasses), checked before repr.
-    Builtins (types too) are bound as defaults so that a program that patched ``builtins``
-    cannot redirect it."""
+    (None, reason).  No program code runs: exact types (no subclasses) are checked before repr,
+    through builtins bound as defaults (a program may have patched ``builtins``)."""
     too_large = None, f"value: return value too large (repr over {max_chars} characters)"
     est, stack = 0, [(value, 0)]
     while stack:
@@ -304,12 +294,8 @@ def _literal_repr(value, max_chars, max_depth=MAX_VALUE_DEPTH, *, _type=type, _l
             if est > max_chars:
                 return too_large
             if t is dict:
-                for k, x in v.items():
-                    stack.append((k, depth + 1))
-                    stack.append((x, depth + 1))
-            else:
-                for x in v:
-                    stack.append((x, depth + 1))
+                v = [y for item in v.items() for y in item]     # key, value, key, value ...
+            stack.extend([(x, depth + 1) for x in v])
         else:
             return None, f"value: unsupported return type '{_tname(t)}' (not a Python literal)"
         if est > max_chars:
@@ -376,13 +362,12 @@ def _describe(obj, _type=type, _str=str, _bytes=bytes, _repr=repr, _tname=_type_
 
 
 def _make_guard(report, root, gate, stdlib_files, *, _type=type, _str=str, _bytes=bytes,
-                _len=len, _exit=os._exit, _lstat=os.lstat, _readlink=os.readlink,
+                _len=len, _exit=os._exit, _readlink=os.readlink,
                 _getcwd=os.getcwd, _getframe=sys._getframe,
                 _describe=_describe, _ImportError=ImportError):
-    """Audit hook for the child.  On a forbidden event it reports and ends the process (os._exit);
-    it never raises for those (a raise could be caught by the program).  ``gate[0]`` lets the
-    runner's own two exec() calls through.  Everything it uses is captured here, so a program
-    that patches builtins, ``os`` or this module's globals does not change its behaviour."""
+    """Audit hook for the child: on a forbidden event it reports and os._exit()s, never raises
+    (the program could catch that); ``gate[0]`` lets the runner's own two exec() calls through.
+    It uses only what is captured here (a program may patch builtins, ``os``, module globals)."""
     busy, writes = [False], [0]
     kill_events, kill_prefixes, stdlib_only = KILL_EVENTS, KILL_PREFIXES, STDLIB_ONLY_EVENTS
     deny_imports, max_writes, exit_forbidden = DENY_IMPORTS, MAX_WRITE_OPENS, EXIT_FORBIDDEN
@@ -403,33 +388,24 @@ def _make_guard(report, root, gate, stdlib_files, *, _type=type, _str=str, _byte
             path = path.decode("utf-8", "surrogateescape")     # not os.fsdecode: patchable
         elif t is not _str:
             return None
-        if not path.startswith("/"):
-            path = _getcwd() + "/" + path
+        todo = (path if path.startswith("/") else _getcwd() + "/" + path).split("/")[::-1]
         parts, hops = [], 0
-        todo = [p for p in path.split("/") if p][::-1]
         while todo:
             p = todo.pop()
-            if p == ".":
-                continue
             if p == "..":
-                if parts:
-                    parts.pop()
-                continue
-            cur = "/" + "/".join(parts + [p])
-            try:
-                is_link = (_lstat(cur).st_mode & 0o170000) == 0o120000
-            except OSError:
-                is_link = False
-            if is_link:
+                parts = parts[:-1]
+            elif p and p != ".":
+                try:
+                    target = _readlink("/" + "/".join(parts + [p]))
+                except OSError:                 # not a symlink (or not there)
+                    parts.append(p)
+                    continue
                 hops += 1
                 if hops > 40:
                     return None
-                target = _readlink(cur)
                 if target.startswith("/"):
                     parts = []
-                todo.extend([q for q in target.split("/") if q][::-1])
-            else:
-                parts.append(p)
+                todo += target.split("/")[::-1]
         return "/" + "/".join(parts)
 
     def count_write():
@@ -506,28 +482,26 @@ UNAUDITED = {"os": ("mknod", "mkfifo", "pidfd_open"), "posix": ("mknod", "mkfifo
              "signal": ("pidfd_send_signal",), "_signal": ("pidfd_send_signal",)}
 
 
-def _harden_server(st):
+def _harden_server():
     """One-time preparation of the server, inherited by every child for free (work done in a
     child costs copy-on-write page faults, ~2.5 us each here): delete unaudited functions, give
     importlib's pure-Python path (which fires no "import" audit event) nothing to search --
     every allowed module is already loaded -- and point sys.stdout/stderr at a capped writer."""
     for mod_name, names in UNAUDITED.items():
-        mod = sys.modules.get(mod_name)
         for name in names:
-            if mod is not None and hasattr(mod, name):
-                delattr(mod, name)
+            with contextlib.suppress(AttributeError):     # not loaded, or not on this platform
+                delattr(sys.modules.get(mod_name), name)
     sys.meta_path.clear()
     sys.path_hooks.clear()
     sys.path_importer_cache.clear()
     sys.path.clear()
-    sys.stdout = sys.stderr = _CappedWriter(st.max_output_chars, os._exit)
+    sys.stdout = sys.stderr = _CappedWriter(MAX_OUTPUT_CHARS, os._exit)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _prepare_job(job, nonce, st):
-    """Per-job objects built in the server just before the fork: the report function (knows
-    the nonce), the program's globals, the audit hook and its exec gate."""
-    _write = os.write
+def _child_main(job, wfd, nonce, srv):
+    """Body of a forked child: isolate, limit, run ``f(<args>)``, report.  Never returns."""
+    _exit, _write = os._exit, os.write
 
     def report(ok, value, error):
         # nonce + 'T' + value | nonce + 'F' + error; str operations only (nothing patchable)
@@ -535,16 +509,6 @@ def _prepare_job(job, nonce, st):
         while data:
             data = data[_write(3, data):]
 
-    root = "/" if st.chroot else job["dir"]
-    gate = [0]
-    g = {"__builtins__": st.builtins, "__name__": "__main__"}
-    return report, gate, g, _make_guard(report, root, gate, st.stdlib_files)
-
-
-def _child_main(job, wfd, prepared, srv):
-    """Body of a forked child: isolate, limit, run ``f(<args>)``, report.  Never returns."""
-    _exit = os._exit
-    report = prepared[0]
     code = EXIT_INTERNAL
     try:
         os.setpgid(0, 0)
@@ -563,13 +527,14 @@ def _child_main(job, wfd, prepared, srv):
             os.setuid(NOBODY)
         cpu = int(job["t"]) + 1
         rs, mb = srv.resource, 1 << 20
-        for lim, val in ((rs.RLIMIT_AS, srv.mem_mb * mb), (rs.RLIMIT_CPU, cpu),
-                         (rs.RLIMIT_FSIZE, srv.file_mb * mb), (rs.RLIMIT_NOFILE, 16),
+        for lim, val in ((rs.RLIMIT_AS, DEFAULT_MEMORY_MB * mb), (rs.RLIMIT_CPU, cpu),
+                         (rs.RLIMIT_FSIZE, DEFAULT_FILE_MB * mb), (rs.RLIMIT_NOFILE, 16),
                          (rs.RLIMIT_NPROC, 0), (rs.RLIMIT_CORE, 0)):
             rs.setrlimit(lim, (val, val + 1 if lim == rs.RLIMIT_CPU else val))
         signal.alarm(cpu + 1)          # dies on its own even if its server dies
-        ok, value, error = _run_program(job, prepared, srv)
-        report(ok, value, error)
+        gate = [0]                     # lets the runner's own two exec() calls through the guard
+        hook = _make_guard(report, "/" if srv.chroot else job["dir"], gate, srv.stdlib_files)
+        report(*_run_program(job, gate, hook, srv))
         code = 0
     except BaseException as e:       # anything here is our failure, not the program's
         try:
@@ -580,14 +545,14 @@ def _child_main(job, wfd, prepared, srv):
         _exit(code)
 
 
-def _run_program(job, prepared, srv, *, _type=type, _callable=callable, _exec=exec,
-                 _eval=eval, _literal_repr=_literal_repr, _exception_text=_exception_text,
+def _run_program(job, gate, hook, srv, *, _callable=callable, _exec=exec, _eval=eval,
+                 _literal_repr=_literal_repr, _exception_text=_exception_text,
                  _MemoryError=MemoryError, _SystemExit=SystemExit, _BaseException=BaseException):
     """Guard, execute, check the value; returns (ok, value_repr, error).  Runs in the child; after
     the program starts it uses only the references bound above (the program may patch builtins)."""
     prog, call = job["code"]
-    _, gate, g, hook = prepared
-    gc_disable, mem_mb, max_chars = srv.gc.disable, srv.mem_mb, srv.max_value_chars
+    g = {"__builtins__": srv.builtins, "__name__": "__main__"}
+    gc_disable, mem_mb, max_chars = srv.gc.disable, DEFAULT_MEMORY_MB, MAX_VALUE_CHARS
     sys.addaudithook(hook)
     try:
         gate[0] = 1
@@ -615,13 +580,13 @@ def _run_program(job, prepared, srv, *, _type=type, _callable=callable, _exec=ex
 
 # ---- Fork server (a fresh interpreter, see _Server.start) ------------------------------------
 class _ServerState:
-    """Settings of one fork server: the pool's config, then what the server found out (plain
-    attributes; the child reads them)."""
+    """Settings of one fork server: the pool's (workers, dir, drop), then what the server found
+    out (plain attributes; the child reads them)."""
 
     def __init__(self, cfg):
         import gc
         import resource
-        self.__dict__.update(cfg)      # workers, dir, mem_mb, file_mb, max_*_chars, drop
+        self.__dict__.update(cfg)
         self.gc, self.resource = gc, resource
         self.dir = os.path.realpath(self.dir)
         self.devnull = os.open(os.devnull, os.O_RDWR)
@@ -638,23 +603,17 @@ def _preload():
     import encodings
     import gc
     for name in PRELOAD_MODULES:
-        try:
+        with contextlib.suppress(ImportError):
             __import__(name)
-        except ImportError:
-            pass
-    enc_dir = os.path.dirname(encodings.__file__)
-    for fn in sorted(os.listdir(enc_dir)):
+    for fn in sorted(os.listdir(os.path.dirname(encodings.__file__))):
         if fn.endswith(".py") and fn != "__init__.py":
             with contextlib.suppress(Exception):  # platform-specific codecs (mbcs, oem)
                 __import__("encodings." + fn[:-3])
-    files = set()
-    for name, mod in list(sys.modules.items()):
-        f = getattr(mod, "__file__", None)
-        top = name.partition(".")[0]
-        if f and (top in ALLOWED_IMPORTS or top == "encodings"):
-            files.add(f)
+    trusted = ALLOWED_IMPORTS | {"encodings"}
+    files = {getattr(mod, "__file__", None) for name, mod in list(sys.modules.items())
+             if name.partition(".")[0] in trusted}
     gc.collect()
-    return frozenset(files)
+    return frozenset(files - {None})
 
 
 def _remove_tree(path):
@@ -666,20 +625,17 @@ def _remove_tree(path):
         return
     except OSError:
         pass
-    try:
+    entries = []
+    with contextlib.suppress(OSError):
         os.chmod(path, 0o700)
         with os.scandir(path) as it:
             entries = list(it)
-    except OSError:
-        entries = []
     for entry in entries:
-        try:
+        with contextlib.suppress(OSError):
             if entry.is_dir(follow_symlinks=False):
                 _remove_tree(entry.path)
             else:
                 os.unlink(entry.path)
-        except OSError:
-            pass
     with contextlib.suppress(OSError):
         os.rmdir(path)
 
@@ -709,14 +665,14 @@ def _probe_privileges(st):
     return found[0], found[0] or found[1]
 
 
-def _child_result(buf, nonce, status, job, st):
+def _child_result(buf, nonce, status, job):
     """(ok, value, error) of a finished child: its report behind the nonce, else why it ended."""
     code = os.waitstatus_to_exitcode(status)
     if buf and code in (0, EXIT_FORBIDDEN):
         text = buf.decode("utf-8", "replace")
         n = len(nonce)
         if text.startswith(nonce) and len(text) > n:
-            if text[n] == "T" and len(text) - n - 1 <= st.max_value_chars:
+            if text[n] == "T" and len(text) - n - 1 <= MAX_VALUE_CHARS:
                 return True, text[n + 1:], None
             if text[n] == "F":
                 return False, None, text[n + 1:][:1000]
@@ -730,7 +686,7 @@ def _child_result(buf, nonce, status, job, st):
         if -code in (signal.SIGXCPU, signal.SIGALRM, signal.SIGKILL):
             err = f"timeout: CPU/wall limit of {job['t']:g} s reached (killed by {name})"
     elif code == EXIT_OUTPUT:
-        err = f"output: the program printed more than {st.max_output_chars} characters"
+        err = f"output: the program printed more than {MAX_OUTPUT_CHARS} characters"
     elif code == EXIT_FORBIDDEN:
         err = "forbidden: the audit guard stopped the program"
     else:
@@ -739,57 +695,24 @@ def _child_result(buf, nonce, status, job, st):
 
 
 def _serve(cfg):
-    """Fork-server main loop: read JSON-line jobs on stdin, fork a child per job (at most
-    ``workers`` at once), answer JSON lines on stdout in completion order."""
+    """Fork-server main loop: JSON-line jobs on stdin, a child per job (``workers`` at once),
+    JSON-line answers on stdout as children finish: at EOF of their result pipe (exited, or
+    closed it: then ended) or at their wall deadline."""
     import selectors
     st = _ServerState(cfg)
     sel = selectors.DefaultSelector()
     os.set_blocking(0, False)
-    sel.register(0, selectors.EVENT_READ, None)
-    pidfd_open = os.pidfd_open       # deleted from os by _harden_server
+    sel.register(0, selectors.EVENT_READ)
     out = sys.stdout.buffer
     pending = collections.deque()
-    running = {}                     # pid -> [job, read_fd, deadline, pidfd, nonce, buffer]
-    cap = st.max_value_chars * 4 + 4096
-    inbuf = b""
-    counter = 0
+    running = {}                     # result pipe fd -> [pid, job, deadline, nonce, buffer]
+    cap = MAX_VALUE_CHARS * 4 + 4096  # bytes of a child's result kept at most
+    inbuf, counter = b"", 0
     out.write(json.dumps({"ready": True, "pid": os.getpid(), "drop": st.drop,
                           "chroot": st.chroot, "workers": st.workers}).encode() + b"\n")
     out.flush()
-    _harden_server(st)
+    _harden_server()
     st.gc.freeze()                   # keep the heap out of the collector: cheaper forks
-
-    def drain(buf, rfd):
-        """Read one chunk of a child's result pipe into ``buf`` (a bytearray; ``cap`` bytes are
-        kept at most): True at EOF, None when nothing is there yet, else False."""
-        try:
-            chunk = os.read(rfd, 65536)
-        except BlockingIOError:
-            return None
-        if len(buf) <= cap:
-            buf += chunk
-        return not chunk
-
-    def finish(pid, timed_out):
-        job, rfd, _, pidfd, nonce, buf = running.pop(pid)
-        with contextlib.suppress(OSError):
-            os.killpg(pid, signal.SIGKILL)   # the whole group; the leader is not reaped yet
-        _, status = os.waitpid(pid, 0)
-        sel.unregister(pidfd)
-        os.close(pidfd)
-        try:
-            sel.unregister(rfd)
-        except KeyError:             # already at EOF
-            pass
-        while drain(buf, rfd) is False:
-            pass
-        os.close(rfd)
-        _remove_tree(job["dir"])
-        if timed_out:
-            ok, value, error = False, None, f"timeout: exceeded {job['t']:g} s wall time"
-        else:
-            ok, value, error = _child_result(buf, nonce, status, job, st)
-        answer(job["i"], ok, value, error)
 
     def answer(i, ok, value, error):
         out.write(json.dumps({"i": i, "ok": ok, "v": value, "e": error}).encode() + b"\n")
@@ -810,19 +733,29 @@ def _serve(cfg):
         job["dir"] = os.path.join(st.dir, f"j{counter}")
         os.mkdir(job["dir"], 0o700)
         nonce = os.urandom(12).hex()
-        prepared = _prepare_job(job, nonce, st)
         rfd, wfd = os.pipe()
         pid = os.fork()
         if pid == 0:
-            _child_main(job, wfd, prepared, st)       # never returns
+            _child_main(job, wfd, nonce, st)       # never returns
         os.close(wfd)
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)
         os.set_blocking(rfd, False)
-        sel.register(rfd, selectors.EVENT_READ, ("pipe", pid))
-        pidfd = pidfd_open(pid)
-        sel.register(pidfd, selectors.EVENT_READ, pid)
-        running[pid] = [job, rfd, time.monotonic() + float(job["t"]), pidfd, nonce, bytearray()]
+        sel.register(rfd, selectors.EVENT_READ)
+        running[rfd] = [pid, job, time.monotonic() + float(job["t"]), nonce, bytearray()]
+
+    def finish(rfd, timed_out):
+        pid, job, _, nonce, buf = running.pop(rfd)
+        sel.unregister(rfd)
+        os.close(rfd)
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)   # the whole group; the leader is not reaped yet
+        _, status = os.waitpid(pid, 0)
+        _remove_tree(job["dir"])
+        if timed_out:
+            answer(job["i"], False, None, f"timeout: exceeded {job['t']:g} s wall time")
+        else:
+            answer(job["i"], *_child_result(buf, nonce, status, job))
 
     try:
         while True:
@@ -832,32 +765,30 @@ def _serve(cfg):
             if running:
                 wait = max(0.0, min(r[2] for r in running.values()) - time.monotonic())
             for key, _ in sel.select(wait):
-                if key.data is None:
+                if key.fd == 0:
                     chunk = os.read(0, 1 << 20)
                     if not chunk:
                         return
                     inbuf += chunk
                     *lines, inbuf = inbuf.split(b"\n")
                     pending.extend(json.loads(line) for line in lines if line.strip())
-                elif type(key.data) is tuple:          # result pipe: drain it, so that a big
-                    r = running.get(key.data[1])      # result cannot block the child
-                    if r is not None and drain(r[5], r[1]):
-                        sel.unregister(r[1])
-                elif key.data in running:
-                    finish(key.data, False)
+                    continue
+                chunk, buf = os.read(key.fd, 65536), running[key.fd][4]
+                if not chunk:
+                    finish(key.fd, False)
+                elif len(buf) <= cap:    # read on regardless: a big result cannot block the child
+                    buf += chunk
             now = time.monotonic()
-            for pid in [p for p, r in running.items() if r[2] <= now]:
-                finish(pid, True)
+            for rfd in [fd for fd, r in running.items() if r[2] <= now]:
+                finish(rfd, True)
             out.flush()
     finally:
         sys.stderr = sys.__stderr__          # the capped writer would swallow a traceback
-        for pid, r in list(running.items()):
-            try:
+        for pid, job, *_ in running.values():
+            with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-            except OSError:
-                pass
-            _remove_tree(r[0]["dir"])
+            _remove_tree(job["dir"])
         _remove_tree(st.dir)
         with contextlib.suppress(OSError):
             os.rmdir(os.path.dirname(st.dir))    # the pool's dir, once both servers are gone
@@ -896,14 +827,13 @@ def _default_workers():
 
 def _default_tmp_dir():
     """$ZEROPLAY_VERIFIER_TMPDIR, else /dev/shm when writable (one mkdir+rmdir: ~20 us on tmpfs,
-    ~3 ms on this machine's ext4 /tmp), else the system temp dir."""
+    ~3 ms on this machine's ext4 /tmp), else None (the system temp dir)."""
     env = os.environ.get("ZEROPLAY_VERIFIER_TMPDIR")
     if env:
         return env
     if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK):
         return "/dev/shm"
-    import tempfile
-    return tempfile.gettempdir()
+    return None
 
 
 # The server execs this module's code object, compiled by the caller and marshalled to a file
@@ -926,16 +856,13 @@ class _Server:
         self.proc, self.generation, self.info = None, 0, {}
 
     def start(self, code_path):
-        """Start the process on the marshalled code in ``code_path`` (see _BOOT); wait_ready()
-        then reads its start-up report."""
+        """Start the process on the marshalled code in ``code_path`` (see _BOOT)."""
         import subprocess
         p = self.pool
         self.generation += 1
         self.dir = os.path.join(p.base_dir, f"s{self.index}-{self.generation}")
         os.mkdir(self.dir, 0o711)
-        cfg = {"workers": p.workers, "dir": self.dir, "mem_mb": DEFAULT_MEMORY_MB,
-               "file_mb": DEFAULT_FILE_MB, "max_value_chars": MAX_VALUE_CHARS,
-               "max_output_chars": MAX_OUTPUT_CHARS, "drop": p.drop_privileges}
+        cfg = {"workers": p.workers, "dir": self.dir, "drop": p.drop_privileges}
         # Not -I: it implies -E, which ignores PYTHONHASHSEED.  -S: no site (its .pth files would
         # import ~100 modules, random and time among them, into every sandbox); -s: no user
         # site; -P: neither script directory nor cwd on sys.path; -B: no .pyc files.
@@ -946,27 +873,19 @@ class _Server:
         self.buf = b""
 
     def wait_ready(self, timeout=60.0):
+        """Read the server's start-up report: one line, written at once and alone."""
         import selectors
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
         with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_READ)
-            while b"\n" not in self.buf:
-                left = deadline - time.monotonic()
-                chunk = os.read(fd, 65536) if left > 0 and sel.select(left) else None
-                if not chunk:
-                    self.stop()
-                    why = (f"did not start within {timeout:.0f} s" if chunk is None
-                           else "exited during start-up (see its stderr above)")
-                    raise RuntimeError(f"verifier: sandbox server {why}")
-                self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            line = self.proc.stdout.readline() if sel.select(timeout) else None
+        if not line:
+            self.stop()
+            why = (f"did not start within {timeout:.0f} s" if line is None
+                   else "exited during start-up (see its stderr above)")
+            raise RuntimeError(f"verifier: sandbox server {why}")
         self.info = json.loads(line)
-        os.set_blocking(fd, False)
+        os.set_blocking(self.proc.stdout.fileno(), False)
         os.set_blocking(self.proc.stdin.fileno(), False)
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
 
     def stop(self, grace=0.0):
         """EOF on the server's stdin (it then kills its children and exits), ``grace`` seconds
@@ -990,13 +909,11 @@ class _Server:
 
 
 class Pool:
-    """Two fork servers (hash seeds 0 and 1) running sandboxed jobs; thread-safe.
-
+    """Two fork servers (hash seeds 0 and 1) running sandboxed jobs; thread-safe; started on
+    first use, stopped at close() or interpreter exit.
     workers: children per server at once (default: CPUs available, $ZEROPLAY_VERIFIER_WORKERS).
     timeout: default wall seconds per execution.
-    drop_privileges: chroot + uid 65534 when running as root (default: whenever root).
-    Servers start lazily on first use and stop at close() / interpreter exit.
-    """
+    drop_privileges: chroot + uid 65534 when running as root (default: whenever root)."""
 
     def __init__(self, workers=None, timeout=DEFAULT_TIMEOUT, drop_privileges=None):
         if workers is not None and int(workers) < 1:
@@ -1025,20 +942,18 @@ class Pool:
             os.chmod(self.base_dir, 0o711)
             self._servers = [_Server(self, i, s) for i, s in enumerate(self.hash_seeds)]
             atexit.register(self.close)
-        dead = [s for s in self._servers if not s.alive()]
+        dead = [s for s in self._servers if s.proc is None or s.proc.poll() is not None]
         if dead:
             self._boot(dead)
 
     def _boot(self, servers):
-        """(Re)start servers: stop what is left of each, then start them on this module's code.
-        The code file is removed once they have read it, so a killed caller leaves nothing
-        behind (servers remove their own directories)."""
+        """(Re)start servers: stop what is left of each, then start them on this module's code,
+        in a file removed once they have read it (a killed caller leaves nothing behind)."""
         import marshal
         path, code_path = os.path.abspath(__file__), os.path.join(self.base_dir, "server.marshal")
         with open(path, encoding="utf-8") as fh:
             code = compile(fh.read(), path, "exec", dont_inherit=True)
-        fd = os.open(code_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
+        with open(code_path, "xb", opener=lambda p, flags: os.open(p, flags, 0o600)) as fh:
             fh.write(marshal.dumps(code))
         try:
             for s in servers:
@@ -1071,18 +986,19 @@ class Pool:
 
     # -- execution ---------------------------------------------------------------------------
     def _execute(self, tasks):
-        """tasks: list of (server_index, program, args, timeout) -> list[Result], in order."""
+        """tasks: list of (server_index, program, args, timeout) -> list[Result], in order.  The
+        jobs of a server that dies or stops answering run once more, on its replacement."""
         import selectors
-        results = [None] * len(tasks)
+        results, retried = [None] * len(tasks), set()
         if not tasks:
             return results
         self.start()
         with self._lock:
             self._ensure_started()
-            per = [dict() for _ in self._servers]          # request id -> task index
+            per = [{} for _ in self._servers]          # request id -> task index
             outbuf = [bytearray() for _ in self._servers]
-            tries = [0] * len(tasks)
-            max_t = max(t[3] for t in tasks)
+            progress = [time.monotonic()] * len(self._servers)
+            patience = max(t[3] for t in tasks) + 10.0
 
             def enqueue(k):
                 si, program, args, timeout = tasks[k]
@@ -1091,23 +1007,22 @@ class Pool:
                 outbuf[si] += json.dumps({"i": self._next_id, "p": program, "a": args,
                                           "t": timeout}).encode() + b"\n"
 
-            for k in range(len(tasks)):
-                enqueue(k)
-            progress = [time.monotonic()] * len(self._servers)
-
             def server_failed(si, why):
                 lost = list(per[si].values())
                 per[si].clear()
                 outbuf[si].clear()
                 self._boot([self._servers[si]])
-                for k in lost:
-                    tries[k] += 1
-                    if tries[k] > 1:
-                        results[k] = _fail("internal", f"sandbox server {why} twice while running this job")
-                    else:
-                        enqueue(k)
                 progress[si] = time.monotonic()
+                for k in lost:
+                    if k in retried:
+                        results[k] = _fail("internal", f"sandbox server {why} twice while "
+                                           "running this job")
+                    else:
+                        retried.add(k)
+                        enqueue(k)
 
+            for k in range(len(tasks)):
+                enqueue(k)
             while any(per):
                 with selectors.DefaultSelector() as sel:
                     for si, s in enumerate(self._servers):
@@ -1132,15 +1047,13 @@ class Pool:
                         break           # the remaining events are stale (they come again if not)
                     s.buf += chunk
                     *lines, s.buf = s.buf.split(b"\n")
-                    for line in lines:
-                        msg = json.loads(line)
-                        k = per[si].pop(msg["i"], None)
-                        if k is not None:
-                            results[k] = Result(bool(msg["ok"]), msg["v"], msg["e"])
+                    for msg in map(json.loads, lines):
+                        k = per[si].pop(msg["i"])
+                        results[k] = Result(bool(msg["ok"]), msg["v"], msg["e"])
                     progress[si] = time.monotonic()
                 now = time.monotonic()
                 for si in range(len(self._servers)):
-                    if per[si] and now - progress[si] > max_t + 10.0:
+                    if per[si] and now - progress[si] > patience:
                         server_failed(si, "stopped responding")
         return results
 
@@ -1151,13 +1064,11 @@ class Pool:
         import zlib
         timeout = self.timeout if timeout is None else _check_timeout(timeout)
         out, tasks = [], []
-        jobs = list(jobs)
         for j in jobs:
             if not (isinstance(j, (tuple, list)) and len(j) == 2):
                 raise ValueError(f"verifier: a job must be a (program, args) pair, got {j!r:.80}")
-        for program, args in jobs:
-            err = _check_job(program, args)
-            if err:
+            program, args = j
+            if err := _check_job(program, args):
                 out.append(Result(False, None, err))
                 continue
             key = f"{program}\0{args}".encode("utf-8", "surrogatepass")
@@ -1181,9 +1092,8 @@ class Pool:
         for r in self._dispatch(jobs, timeout, True):
             if isinstance(r, list):
                 a, b = r
-                # Judged on values: a set, or a dict built from one, lists the same items in
-                # another order under another hash seed.  list(set(...)), id() and hash() values
-                # really differ and stay rejected.
+                # on values: a set (or a dict built from one) lists its items in another order
+                # under another hash seed; list(set(...)), id() and hash() values really differ
                 if a.ok and b.ok and a.value != b.value and not _same_value(
                         _literal(a.value), _literal(b.value)):
                     r = _fail("nondeterministic", "outputs differ between two executions "
@@ -1218,8 +1128,7 @@ def _default_pool():
 
 # ---- Public API: execution and validation ----------------------------------------------------
 def run_many(jobs, timeout=None):
-    """Execute ``f(<args>)`` once in the sandbox for each (program, args), in parallel;
-    list[Result] in order (``Result.value`` is the repr of the return value)."""
+    """``Pool.run_many`` on the default pool: list[Result] in order (value: repr of the return)."""
     return _default_pool().run_many(jobs, timeout)
 
 

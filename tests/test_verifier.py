@@ -220,6 +220,8 @@ def hostile_programs(victim):
         ("g_scribble_fds", BYPASS + "def f(x):\n    for fd in range(64):\n        try:\n"
          "            os.write(fd, b'{\"i\": 1, \"ok\": true, \"v\": \"1\", \"e\": null}\\n')\n"
          "        except OSError:\n            pass\n    return 5", "1", {"internal"}, True),   # fd 3: own result
+        ("g_close_result_pipe", BYPASS + "def f(x):\n    os.close(3)\n    while True:\n        pass",
+         "1", {"timeout"}, True),                        # ended at once: its result pipe's EOF
         ("g_patch_builtins", "import contextlib\ndef f(x):\n    b = contextlib.__dict__['__builtins__']\n"
          "    b['repr'] = lambda o: '42'\n    b['type'] = lambda o: list\n    b['len'] = lambda o: 0\n"
          "    return [7]", "1", {None}, True),
