@@ -74,13 +74,9 @@ def bootstrap(values, clusters=None, stat=np.mean, n_boot: int = 1000, seed: int
 
 def spearman(x, y) -> float:
     """Spearman's rank correlation (Pearson on average ranks); nan when either is constant."""
-    def ranks(a):
-        a = np.asarray(a, float)
-        r = np.empty(len(a))
-        r[np.argsort(a, kind="mergesort")] = np.arange(1, len(a) + 1)
-        for val in np.unique(a):
-            r[a == val] = r[a == val].mean()
-        return r
+    def ranks(a):  # a tie of c values ending at rank e shares the rank e - (c - 1) / 2
+        _, inv, c = np.unique(np.asarray(a, float), return_inverse=True, return_counts=True)
+        return (np.cumsum(c) - (c - 1) / 2)[inv]
     rx, ry = ranks(x), ranks(y)
     return float(np.corrcoef(rx, ry)[0, 1]) if len(rx) > 1 and rx.std() and ry.std() else math.nan
 
@@ -111,8 +107,6 @@ REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inco
 def verdict_sign(lo: float, hi: float, expect: int) -> str:
     """A claimed sign (+1/-1) judged by a 95% interval: reproduced when it lies on that side of
     0, not reproduced when it lies on the other, inconclusive when it holds 0."""
-    if expect not in (1, -1):
-        raise ValueError(f"verdict_sign: expect must be +1 or -1, got {expect}")
     lo, hi = (lo, hi) if expect > 0 else (-hi, -lo)
     return REPRODUCED if lo > 0 else NOT_REPRODUCED if hi < 0 else INCONCLUSIVE
 
@@ -138,36 +132,33 @@ def verdict_between(low: float, mid: float, high: float) -> str:
 def update_sparsity(before: str, after: str, tol: float = 1e-5) -> dict:
     """Chae et al. RQ4. S = 1 - ||θ_after - θ_before||_0 / n of Mukherjee et al.: each tensor
     cast to bf16 (as stored, or rounded from fp32, as in their setting), the difference taken in
-    fp32, an entry unchanged when |Δ| <= tol. A tied lm_head counts once. Returns {"global",
-    "exact_zero", "per_layer", "numel"}."""
+    fp32, an entry unchanged when |Δ| <= tol. A tied lm_head counts once."""
     from safetensors import safe_open
 
-    def files(d):
+    def files(d):  # tensor name → the file holding it
         fs = sorted(Path(d).glob("*.safetensors"))
         M.check(bool(fs), f"{d}: no .safetensors weights (sparsity reads safetensors only)")
-        return fs
+        out = {}
+        for f in fs:
+            with safe_open(str(f), framework="pt") as h:
+                out.update(dict.fromkeys(h.keys(), f))
+        return out
+    fb, fa = files(after), files(before)
     total = same = zero = 0
     layers: dict[int, list[int]] = {}
-    handles_b = {}
-    for fb in files(after):
-        with safe_open(str(fb), framework="pt") as h:
-            handles_b.update({k: fb for k in h.keys()})
-    for fa in files(before):
-        with safe_open(str(fa), framework="pt") as ha:
-            for name in ha.keys():
-                if name not in handles_b:
-                    continue  # a tied weight saved in one checkpoint only
-                with safe_open(str(handles_b[name]), framework="pt") as hb:
-                    a, b = ha.get_tensor(name), hb.get_tensor(name)
-                M.check(a.shape == b.shape, f"sparsity: {name} has shape {list(a.shape)} in "
-                                            f"{before} but {list(b.shape)} in {after}")
-                d = (b.to(torch.bfloat16).float() - a.to(torch.bfloat16).float()).abs()
-                total, same, zero = total + d.numel(), same + int((d <= tol).sum()), \
-                    zero + int((d == 0).sum())
-                parts = name.split(".")
-                if "layers" in parts:
-                    acc = layers.setdefault(int(parts[parts.index("layers") + 1]), [0, 0])
-                    acc[0], acc[1] = acc[0] + int((d <= tol).sum()), acc[1] + d.numel()
+    for name in sorted(fa.keys() & fb.keys()):  # a tied weight saved in one checkpoint is skipped
+        with safe_open(str(fa[name]), framework="pt") as ha, \
+                safe_open(str(fb[name]), framework="pt") as hb:
+            a, b = ha.get_tensor(name), hb.get_tensor(name)
+        M.check(a.shape == b.shape, f"sparsity: {name} has shape {list(a.shape)} in "
+                                    f"{before} but {list(b.shape)} in {after}")
+        d = (b.to(torch.bfloat16).float() - a.to(torch.bfloat16).float()).abs()
+        kept = int((d <= tol).sum())
+        total, same, zero = total + d.numel(), same + kept, zero + int((d == 0).sum())
+        parts = name.split(".")
+        if "layers" in parts:
+            acc = layers.setdefault(int(parts[parts.index("layers") + 1]), [0, 0])
+            acc[0], acc[1] = acc[0] + kept, acc[1] + d.numel()
     M.check(total > 0, f"sparsity: {before} and {after} share no tensor (not the same model)")
     return {"global": same / total, "exact_zero": zero / total, "numel": total,
             "per_layer": {i: u / n for i, (u, n) in sorted(layers.items())}}
