@@ -58,8 +58,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def bootstrap(values, clusters=None, stat=np.mean, n_boot: int = 1000, seed: int = 0):
     """95% percentile interval of stat(values) ([P] or [P, ...], stat over axis 0), resampling
-    whole clusters (e.g. every problem of one program at once: the held-out sets repeat programs
-    over inputs, and problems of one program are not independent draws) with replacement."""
+    whole clusters with replacement (the problems of one program are not independent draws)."""
     v = np.asarray(values, dtype=np.float64)
     ids = np.arange(len(v)) if clusters is None else np.unique(clusters, return_inverse=True)[1]
     members = [np.flatnonzero(ids == c) for c in range(ids.max() + 1)]
