@@ -46,7 +46,7 @@ class Config:
 
 
 # ==============================================================================================
-# Statistics (pure functions, tested on hand-computed values)
+# Statistics (pure functions, tested on hand-computed values) and update sparsity
 # ==============================================================================================
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Chae et al. RQ1. Unbiased pass@k of one problem with c correct of n samples (Chen et al.
@@ -58,8 +58,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def bootstrap(values, clusters=None, stat=np.mean, n_boot: int = 1000, seed: int = 0):
     """95% percentile interval of stat(values) ([P] or [P, ...], stat over axis 0), resampling
-    whole clusters (e.g. every problem of one program at once: the held-out sets repeat programs
-    over inputs, and problems of one program are not independent draws) with replacement."""
+    whole clusters with replacement (the problems of one program are not independent draws)."""
     v = np.asarray(values, dtype=np.float64)
     ids = np.arange(len(v)) if clusters is None else np.unique(clusters, return_inverse=True)[1]
     members = [np.flatnonzero(ids == c) for c in range(ids.max() + 1)]
@@ -74,13 +73,9 @@ def bootstrap(values, clusters=None, stat=np.mean, n_boot: int = 1000, seed: int
 
 def spearman(x, y) -> float:
     """Spearman's rank correlation (Pearson on average ranks); nan when either is constant."""
-    def ranks(a):
-        a = np.asarray(a, float)
-        r = np.empty(len(a))
-        r[np.argsort(a, kind="mergesort")] = np.arange(1, len(a) + 1)
-        for val in np.unique(a):
-            r[a == val] = r[a == val].mean()
-        return r
+    def ranks(a):  # a tie of c values ending at rank e shares the rank e - (c - 1) / 2
+        _, inv, c = np.unique(np.asarray(a, float), return_inverse=True, return_counts=True)
+        return (np.cumsum(c) - (c - 1) / 2)[inv]
     rx, ry = ranks(x), ranks(y)
     return float(np.corrcoef(rx, ry)[0, 1]) if len(rx) > 1 and rx.std() and ry.std() else math.nan
 
@@ -111,8 +106,6 @@ REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inco
 def verdict_sign(lo: float, hi: float, expect: int) -> str:
     """A claimed sign (+1/-1) judged by a 95% interval: reproduced when it lies on that side of
     0, not reproduced when it lies on the other, inconclusive when it holds 0."""
-    if expect not in (1, -1):
-        raise ValueError(f"verdict_sign: expect must be +1 or -1, got {expect}")
     lo, hi = (lo, hi) if expect > 0 else (-hi, -lo)
     return REPRODUCED if lo > 0 else NOT_REPRODUCED if hi < 0 else INCONCLUSIVE
 
@@ -132,42 +125,37 @@ def verdict_between(low: float, mid: float, high: float) -> str:
         else INCONCLUSIVE
 
 
-# ==============================================================================================
-# Update sparsity (streamed from the safetensors files, tensor by tensor)
-# ==============================================================================================
 def update_sparsity(before: str, after: str, tol: float = 1e-5) -> dict:
     """Chae et al. RQ4. S = 1 - ||θ_after - θ_before||_0 / n of Mukherjee et al.: each tensor
     cast to bf16 (as stored, or rounded from fp32, as in their setting), the difference taken in
-    fp32, an entry unchanged when |Δ| <= tol. A tied lm_head counts once. Returns {"global",
-    "exact_zero", "per_layer", "numel"}."""
+    fp32, an entry unchanged when |Δ| <= tol. A tied lm_head counts once. Streamed from the
+    safetensors files, tensor by tensor."""
     from safetensors import safe_open
 
-    def files(d):
+    def files(d):  # tensor name → the file holding it
         fs = sorted(Path(d).glob("*.safetensors"))
         M.check(bool(fs), f"{d}: no .safetensors weights (sparsity reads safetensors only)")
-        return fs
+        out = {}
+        for f in fs:
+            with safe_open(str(f), framework="pt") as h:
+                out.update(dict.fromkeys(h.keys(), f))
+        return out
+    fb, fa = files(after), files(before)
     total = same = zero = 0
     layers: dict[int, list[int]] = {}
-    handles_b = {}
-    for fb in files(after):
-        with safe_open(str(fb), framework="pt") as h:
-            handles_b.update({k: fb for k in h.keys()})
-    for fa in files(before):
-        with safe_open(str(fa), framework="pt") as ha:
-            for name in ha.keys():
-                if name not in handles_b:
-                    continue  # a tied weight saved in one checkpoint only
-                with safe_open(str(handles_b[name]), framework="pt") as hb:
-                    a, b = ha.get_tensor(name), hb.get_tensor(name)
-                M.check(a.shape == b.shape, f"sparsity: {name} has shape {list(a.shape)} in "
-                                            f"{before} but {list(b.shape)} in {after}")
-                d = (b.to(torch.bfloat16).float() - a.to(torch.bfloat16).float()).abs()
-                total, same, zero = total + d.numel(), same + int((d <= tol).sum()), \
-                    zero + int((d == 0).sum())
-                parts = name.split(".")
-                if "layers" in parts:
-                    acc = layers.setdefault(int(parts[parts.index("layers") + 1]), [0, 0])
-                    acc[0], acc[1] = acc[0] + int((d <= tol).sum()), acc[1] + d.numel()
+    for name in sorted(fa.keys() & fb.keys()):  # a tied weight saved in one checkpoint is skipped
+        with safe_open(str(fa[name]), framework="pt") as ha, \
+                safe_open(str(fb[name]), framework="pt") as hb:
+            a, b = ha.get_tensor(name), hb.get_tensor(name)
+        M.check(a.shape == b.shape, f"sparsity: {name} has shape {list(a.shape)} in "
+                                    f"{before} but {list(b.shape)} in {after}")
+        d = (b.to(torch.bfloat16).float() - a.to(torch.bfloat16).float()).abs()
+        kept = int((d <= tol).sum())
+        total, same, zero = total + d.numel(), same + kept, zero + int((d == 0).sum())
+        parts = name.split(".")
+        if "layers" in parts:
+            acc = layers.setdefault(int(parts[parts.index("layers") + 1]), [0, 0])
+            acc[0], acc[1] = acc[0] + kept, acc[1] + d.numel()
     M.check(total > 0, f"sparsity: {before} and {after} share no tensor (not the same model)")
     return {"global": same / total, "exact_zero": zero / total, "numel": total,
             "per_layer": {i: u / n for i, (u, n) in sorted(layers.items())}}
@@ -178,7 +166,7 @@ def update_sparsity(before: str, after: str, tol: float = 1e-5) -> dict:
 # ==============================================================================================
 def load_run(path: str) -> dict:
     """A run folder → {name, path, config, role, metrics, tasks, checkpoints [(step, folder)]}.
-    The role names what the claims compare: selfplay, selfplay-peak50, selfplay-frozen, rlvr, sft."""
+    The role names what claims compare: selfplay, selfplay-peak50, selfplay-frozen, rlvr, sft."""
     p = Path(path)
     M.check((p / "config.json").is_file(), f"--runs {path}: not a run folder (no config.json)")
     cfg = json.loads((p / "config.json").read_text())
@@ -200,10 +188,13 @@ def eval_sets(cfg: Config, style: str, n_inputs: int) -> dict:
     return {**sets, **T.benchmark_sets(cfg.eval, cfg.eval_n)}
 
 
-def caps(style: str) -> dict:
-    """Answer length caps per kind: the toy's answers are short; real models reason first."""
-    return {"math": 96, "deduction": 72, "abduction": 72, "induction": 200} if style == "toy" \
+def evaluate(cfg: Config, model, tok, sets: dict, style: str) -> dict:
+    """T.evaluate with the analysis's sampling, answers capped per kind: the toy's answers are
+    short; real models reason first."""
+    caps = {"math": 96, "deduction": 72, "abduction": 72, "induction": 200} if style == "toy" \
         else dict.fromkeys(("math", "deduction", "abduction", "induction", "humaneval"), 1024)
+    return T.evaluate(model, tok, sets, style, caps, n=cfg.n, temperature=cfg.temperature,
+                      top_p=cfg.top_p, batch_size=cfg.sample_batch, seed=cfg.seed)
 
 
 def passk(cfg: Config, results: dict, clusters: list) -> dict:
@@ -233,18 +224,15 @@ def paired_diff(cfg: Config, pk: dict, a: str, b: str, names: list, clusters: di
 
 def curriculum(cfg: Config, run: dict, base, tok, style: str) -> dict | None:
     """Chae et al. RQ3: up to --curriculum-tasks valid deduction proposals spread over training,
-    each re-solved n times by the base (a fixed solver, so that no checkpoint is favoured by
-    having trained on late tasks): Spearman ρ of the step against the re-solve rate, the
-    response length and the program size, with bootstrap intervals over tasks."""
+    each re-solved n times by the base (a fixed solver: none favoured for training on late tasks);
+    Spearman ρ of the step against solve rate, response length and program size, bootstrapped."""
     tasks = sorted((t for t in run["tasks"] if t.get("type") == "deduction" and t.get("valid")
                     and t.get("phase") == "train"), key=lambda t: t["step"])
     if len(tasks) < 3 or cfg.curriculum_tasks < 1:
         return None
     idx = np.unique(np.linspace(0, len(tasks) - 1, min(cfg.curriculum_tasks, len(tasks))).round())
     picked = [tasks[int(i)] for i in idx]
-    res = T.evaluate(base, tok, {"curriculum": ("deduction", picked)}, style, caps(style),
-                     n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
-                     batch_size=cfg.sample_batch, seed=cfg.seed)["curriculum"]
+    res = evaluate(cfg, base, tok, {"curriculum": ("deduction", picked)}, style)["curriculum"]
     steps = [t["step"] for t in picked]
     out = {"n_tasks": len(picked), "steps": steps}
     for key, vals in (("solve_rate", [float(np.mean(c)) for c in res["correct"]]),
@@ -257,96 +245,86 @@ def curriculum(cfg: Config, run: dict, base, tok, style: str) -> dict | None:
 
 
 def series(run: dict, key: str):
-    pts = sorted((m["step"], m[key]) for m in run["metrics"] if isinstance(m.get(key), (int, float)))
+    pts = sorted((m["step"], m[key]) for m in run["metrics"]
+                 if isinstance(m.get(key), (int, float)))
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-# ==============================================================================================
-# Claims: one row each (claim, measured, 95% interval, verdict); a missing input is said so
-# ==============================================================================================
 def claims(cfg: Config, res: dict, runs: dict) -> list[dict]:
-    rows, pk, code = [], res.get("passk", {}), [s for s in T.TASK_TYPES if s in res.get("passk", {})]
+    """One row per claim (claim, measured, 95% interval, verdict); a missing input is said so."""
+    rows, pk = [], res.get("passk", {})
+    code = [s for s in T.TASK_TYPES if s in pk]
+    sp, fz, pk50 = (runs.get(r) for r in ("selfplay", "selfplay-frozen", "selfplay-peak50"))
+    ent = {r: series(sp, f"{r}/entropy") if sp else ([], []) for r in ("propose", "solve")}
 
-    def row(claim, measured, interval, verdict):
-        rows.append({"claim": claim, "measured": measured, "interval": interval, "verdict": verdict})
+    def claim(text, needs):  # a row, inconclusive for want of `needs` until `fill` decides it
+        rows.append({"claim": text, "measured": "-", "interval": "-",
+                     "verdict": f"{INCONCLUSIVE} (missing: {needs})"})
+        return rows[-1]
 
-    def missing(claim, what):
-        row(claim, "-", "-", f"{INCONCLUSIVE} (missing: {what})")
+    def fill(row, measured, interval, verdict):
+        row.update(measured=measured, interval=interval, verdict=verdict)
 
-    sp = runs.get("selfplay")
-    c = "RQ1: self-play raises pass@1 over the base; at large k the base matches it"
+    c = claim("RQ1: self-play raises pass@1 over the base; at large k the base matches it",
+              "pass@k of a self-play run and the base on the code sets")
     if sp and code and all(sp["name"] in pk[s] for s in code):
         d = paired_diff(cfg, pk, sp["name"], "base", code, res["clusters"])
-        row(c, f"code sets, {d['problems']} problems: Δpass@1 {d['diff'][0]:+.3f}, "
-               f"Δpass@{cfg.n} {d['diff'][1]:+.3f}", f"[{d['lo'][0]:+.3f}, {d['hi'][0]:+.3f}]; "
-               f"[{d['lo'][1]:+.3f}, {d['hi'][1]:+.3f}]",
-            REPRODUCED if d["lo"][0] > 0 and d["lo"][1] <= 0 else
-            NOT_REPRODUCED if d["hi"][0] < 0 or d["lo"][1] > 0 else INCONCLUSIVE)
-    else:
-        missing(c, "pass@k of a self-play run and the base on the code sets")
-    ch = {r: relative_change(series(sp, f"{r}/entropy")[1]) for r in ("propose", "solve")} \
-        if sp else {}
-    c = "RQ2: the entropy of both roles collapses (falls by 10% or more)"
-    if ch and all(ch.values()):
+        fill(c, f"code sets, {d['problems']} problems: Δpass@1 {d['diff'][0]:+.3f}, "
+                f"Δpass@{cfg.n} {d['diff'][1]:+.3f}", f"[{d['lo'][0]:+.3f}, {d['hi'][0]:+.3f}]; "
+                f"[{d['lo'][1]:+.3f}, {d['hi'][1]:+.3f}]",
+             REPRODUCED if d["lo"][0] > 0 and d["lo"][1] <= 0 else
+             NOT_REPRODUCED if d["hi"][0] < 0 or d["lo"][1] > 0 else INCONCLUSIVE)
+    c = claim("RQ2: the entropy of both roles collapses (falls by 10% or more)",
+              "propose/solve entropy over enough steps of a self-play run")
+    ch = {r: relative_change(y) for r, (_, y) in ent.items()}
+    if all(ch.values()):
         vs = [verdict_collapse(v) for v in ch.values()]
-        row(c, "; ".join(f"{r} {v['start']:.3f} → {v['end']:.3f} ({v['change']:+.0%})"
-                         for r, v in ch.items()),
-            "; ".join(f"[{v['lo']:+.0%}, {v['hi']:+.0%}]" for v in ch.values()),
-            vs[0] if vs[0] == vs[1] else INCONCLUSIVE)
-    else:
-        missing(c, "propose/solve entropy over enough steps of a self-play run")
-    c = "RQ2: the proposer's entropy stays above the solver's"
-    p, q = (dict(zip(*series(sp, f"{r}/entropy"))) if sp else {} for r in ("propose", "solve"))
+        fill(c, "; ".join(f"{r} {v['start']:.3f} → {v['end']:.3f} ({v['change']:+.0%})"
+                          for r, v in ch.items()),
+             "; ".join(f"[{v['lo']:+.0%}, {v['hi']:+.0%}]" for v in ch.values()),
+             vs[0] if vs[0] == vs[1] else INCONCLUSIVE)
+    c = claim("RQ2: the proposer's entropy stays above the solver's",
+              "both roles' entropy in a self-play run")
+    p, q = (dict(zip(*ent[r])) for r in ("propose", "solve"))
     d = [p[k] - q[k] for k in sorted(set(p) & set(q))]
     if len(d) >= 2:
-        half = 1.96 * np.std(d, ddof=1) / math.sqrt(len(d))
-        row(c, f"proposer - solver {np.mean(d):+.3f} nats over {len(d)} steps",
-            f"[{np.mean(d) - half:+.3f}, {np.mean(d) + half:+.3f}]",
-            verdict_sign(np.mean(d) - half, np.mean(d) + half, +1))
-    else:
-        missing(c, "both roles' entropy in a self-play run")
-    fz = runs.get("selfplay-frozen")
-    c = "RQ2: a frozen proposer keeps the entropy higher"
+        m, half = np.mean(d), 1.96 * np.std(d, ddof=1) / math.sqrt(len(d))
+        fill(c, f"proposer - solver {m:+.3f} nats over {len(d)} steps",
+             f"[{m - half:+.3f}, {m + half:+.3f}]", verdict_sign(m - half, m + half, +1))
+    c = claim("RQ2: a frozen proposer keeps the entropy higher",
+              "entropy of a frozen-proposer run and a self-play run")
     ends = [windows(series(r, "entropy")[1]) if r else None for r in (fz, sp)]
     if all(ends):
         (ef, sf), (es, ss) = ends[0][1], ends[1][1]
-        diff, half = ef - es, 1.96 * math.hypot(sf, ss)
-        row(c, f"last 10% of steps: frozen {ef:.3f} vs {es:.3f} nats",
-            f"[{diff - half:+.3f}, {diff + half:+.3f}]", verdict_sign(diff - half, diff + half, +1))
-    else:
-        missing(c, "entropy of a frozen-proposer run and a self-play run")
-    c = "RQ4: self-play's update sparsity lies between SFT's (dense) and RLVR's (sparse)"
+        m, half = ef - es, 1.96 * math.hypot(sf, ss)
+        fill(c, f"last 10% of steps: frozen {ef:.3f} vs {es:.3f} nats",
+             f"[{m - half:+.3f}, {m + half:+.3f}]", verdict_sign(m - half, m + half, +1))
+    c = claim("RQ4: self-play's update sparsity lies between SFT's (dense) and RLVR's (sparse)",
+              "checkpoints of an SFT, a self-play and an RLVR run")
     s = {r: res["sparsity"][runs[r]["name"]][-1]["global"] for r in ("sft", "selfplay", "rlvr")
          if r in runs and runs[r]["name"] in res.get("sparsity", {})}
     if len(s) == 3:
-        row(c, f"unchanged (bf16, |Δ| <= {cfg.tol:g}): SFT {s['sft']:.2%}, self-play "
-               f"{s['selfplay']:.2%}, RLVR {s['rlvr']:.2%}", "exact counts, one seed",
-            verdict_between(s["sft"], s["selfplay"], s["rlvr"]))
-    else:
-        missing(c, "checkpoints of an SFT, a self-play and an RLVR run")
+        fill(c, f"unchanged (bf16, |Δ| <= {cfg.tol:g}): SFT {s['sft']:.2%}, self-play "
+                f"{s['selfplay']:.2%}, RLVR {s['rlvr']:.2%}", "exact counts, one seed",
+             verdict_between(s["sft"], s["selfplay"], s["rlvr"]))
     cur = res.get("curriculum", {}).get(sp["name"]) if sp else None
-    for key, sign, c in (("solve_rate", -1, "RQ3: the proposer's tasks get harder over training"),
-                         ("response_len", +1, "RQ3: the answers to later tasks get longer")):
+    for key, sign, rq in (("solve_rate", -1, "RQ3: the proposer's tasks get harder over training"),
+                          ("response_len", +1, "RQ3: the answers to later tasks get longer")):
+        c = claim(rq, "tasks.jsonl of a self-play run")
         if cur:
             t = cur[key]
-            row(c, f"ρ(step, {key}) = {t['rho']:+.2f} over {cur['n_tasks']} tasks re-solved by "
-                   f"the base", f"[{t['lo']:+.2f}, {t['hi']:+.2f}]", verdict_sign(t["lo"], t["hi"], sign))
-        else:
-            missing(c, "tasks.jsonl of a self-play run")
-    pk50 = runs.get("selfplay-peak50")
-    c = "RQ5: the peak50 proposer reward does not beat learnability (the paper: -2%)"
+            fill(c, f"ρ(step, {key}) = {t['rho']:+.2f} over {cur['n_tasks']} tasks re-solved by "
+                    f"the base", f"[{t['lo']:+.2f}, {t['hi']:+.2f}]",
+                 verdict_sign(t["lo"], t["hi"], sign))
+    c = claim("RQ5: the peak50 proposer reward does not beat learnability (the paper: -2%)",
+              "pass@k of a peak50 and a learnability self-play run")
     if sp and pk50 and code and all(r["name"] in pk[s] for s in code for r in (sp, pk50)):
         d = paired_diff(cfg, pk, pk50["name"], sp["name"], code, res["clusters"])
-        row(c, f"code pass@1 peak50 - learnability {d['diff'][0]:+.3f}",
-            f"[{d['lo'][0]:+.3f}, {d['hi'][0]:+.3f}]", verdict_sign(d["lo"][0], d["hi"][0], -1))
-    else:
-        missing(c, "pass@k of a peak50 and a learnability self-play run")
+        fill(c, f"code pass@1 peak50 - learnability {d['diff'][0]:+.3f}",
+             f"[{d['lo'][0]:+.3f}, {d['hi'][0]:+.3f}]", verdict_sign(d["lo"][0], d["hi"][0], -1))
     return rows
 
 
-# ==============================================================================================
-# Figures and the report
-# ==============================================================================================
 def figures(res: dict, runs: list[dict], out: Path) -> list[str]:
     """One figure per analysis: entropy by role, sparsity against step, pass@k, curriculum."""
     import matplotlib
@@ -401,11 +379,11 @@ def figures(res: dict, runs: list[dict], out: Path) -> list[str]:
 
 
 def report(res: dict, cfg: Config, out: Path) -> str:
-    L = ["# zeroplay analysis", "", f"Base: `{res['base']}`. Runs: " + ", ".join(
-        f"`{n}` ({r['role']})" for n, r in res["runs"].items()) + f". pass@k: n={cfg.n} at "
+    runs = ", ".join(f"`{n}` ({r['role']})" for n, r in res["runs"].items())
+    L = ["# zeroplay analysis", "", f"Base: `{res['base']}`. Runs: {runs}. pass@k: n={cfg.n} at "
          f"T={cfg.temperature}, top-p {cfg.top_p}, {cfg.eval_n} problems per set, 95% bootstrap "
-         f"intervals over programs.", "", "| claim (Chae et al.) | measured | 95% interval | verdict |",
-         "|---|---|---|---|"]
+         "intervals over programs.", "",
+         "| claim (Chae et al.) | measured | 95% interval | verdict |", "|---|---|---|---|"]
     cell = lambda x: str(x).replace("|", "\\|")  # noqa: E731  (|Δ| inside a table cell)
     L += ["| " + " | ".join(cell(c[k]) for k in ("claim", "measured", "interval", "verdict"))
           + " |" for c in res["claims"]]
@@ -413,9 +391,9 @@ def report(res: dict, cfg: Config, out: Path) -> str:
           "when it lies on the other side, inconclusive when it holds both (entropy collapse: "
           "a significant fall of 10% or more).", ""]
     if res.get("passk"):
-        L += ["| set | model | " + " | ".join(f"pass@{k}" for k in
-                                              next(iter(next(iter(res["passk"].values())).values()))["ks"]) + " |",
-              "|---|---|" + "---|" * (int(math.log2(cfg.n)) + 1)]
+        ks = [2 ** i for i in range(int(math.log2(cfg.n)) + 1)]  # as in passk
+        L += ["| set | model | " + " | ".join(f"pass@{k}" for k in ks) + " |",
+              "|---|---|" + "---|" * len(ks)]
         L += [f"| {s} | {m} | " + " | ".join(f"{v:.3f}" for v in st["curve"]) + " |"
               for s, by in res["passk"].items() for m, st in by.items()]
     L += ["", *[f"![{f}]({f})" for f in res["figures"]]]
@@ -425,20 +403,20 @@ def report(res: dict, cfg: Config, out: Path) -> str:
 
 def main(cfg: Config) -> dict:
     M.check(bool(cfg.runs), "--runs: give at least one run folder")
-    M.check(cfg.n >= 1 and cfg.n & (cfg.n - 1) == 0, "--n must be a power of two (k = 1, 2, 4, ..., n)")
+    M.check(cfg.n >= 1 and cfg.n & (cfg.n - 1) == 0,
+            "--n must be a power of two (k = 1, 2, 4, ..., n)")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     runs = [load_run(p) for p in cfg.runs]
     for r in runs:  # two folders of one name (runs/s0/selfplay, runs/s1/selfplay): parent/name
         if sum(q["name"] == r["name"] for q in runs) > 1:
             r["name"] = f"{Path(r['path']).parent.name}/{r['name']}"
-    M.check(len({r["name"] for r in runs}) == len(runs), f"--runs {cfg.runs}: a folder is given twice")
+    M.check(len({r["name"] for r in runs}) == len(runs),
+            f"--runs {cfg.runs}: a folder is given twice")
     bases = {M.resolve_model(r["config"].get("model", "?")) for r in runs}
     M.check(len(bases) == 1, f"the runs do not share one base model: {sorted(bases)}")
     base_path = bases.pop()
-    by_role = {}
-    for r in runs:
-        by_role.setdefault(r["role"], r)
+    by_role = {r["role"]: r for r in reversed(runs)}  # the first run of each role
     res = {"base": base_path, "runs": {r["name"]: {"path": r["path"], "role": r["role"]}
                                        for r in runs}, "sparsity": {}, "passk": {}}
     base, tok = M.load_policy(base_path, cfg.device)
@@ -460,10 +438,7 @@ def main(cfg: Config) -> dict:
                                       if r["checkpoints"]]
     for label, path in models:  # pass@k of the base and of each run's final checkpoint
         model = base if label == "base" else M.load_policy(path, cfg.device)[0]
-        out_ = T.evaluate(model, tok, sets, style, caps(style), n=cfg.n,
-                          temperature=cfg.temperature, top_p=cfg.top_p,
-                          batch_size=cfg.sample_batch, seed=cfg.seed)
-        for name, r in out_.items():
+        for name, r in evaluate(cfg, model, tok, sets, style).items():
             res["passk"].setdefault(name, {})[label] = passk(cfg, r, res["clusters"][name])
         M.say(f"[analyze] pass@1/pass@{cfg.n} {label}: " + ", ".join(
             f"{s} {by[label]['curve'][0]:.2f}/{by[label]['curve'][-1]:.2f}"
@@ -473,7 +448,7 @@ def main(cfg: Config) -> dict:
     res["claims"] = claims(cfg, res, by_role)
     res["figures"] = figures(res, runs, out)
     (out / "results.json").write_text(json.dumps(res, indent=1, default=float) + "\n")
-    text = report(res, cfg, out)
+    report(res, cfg, out)
     for c in res["claims"]:
         M.say(f"[analyze] {c['verdict']:<14} {c['claim']}: {c['measured']}")
     M.say(f"[analyze] {out / 'report.md'}, results.json and {len(res['figures'])} figures")

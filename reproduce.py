@@ -3,11 +3,10 @@
     python reproduce.py                     # runs/repro/<stage>/, then results/
     python reproduce.py --only analyze      # redo the analysis of finished runs
 
-Stages: self-play with the learnability reward, with the peak50 reward and with a frozen
-proposer, RLVR, SFT, all from the shipped toy base with each script's defaults, then analyze.py
-over the five. Each stage is the script's own command with --resume, so an interrupted study
-continues from the last checkpoint; a stage whose summary.json exists is done and skipped. The
-claims and their verdicts are analyze.py's; this file only runs the stages and copies the report.
+Stages: self-play (learnability reward, peak50 reward, frozen proposer), RLVR and SFT from the
+shipped toy base with each script's defaults, then analyze.py over the five. Each is the script's
+own command with --resume (an interrupted study goes on from the last checkpoint); one whose
+summary.json exists is done and skipped. Claims and verdicts are analyze.py's; this copies them.
 """
 from __future__ import annotations
 
@@ -51,19 +50,18 @@ def run_stage(cmd: list[str], log: Path) -> float:
 
 
 def main(cfg: Config) -> dict:
-    only = [s.strip() for s in cfg.only.split(",") if s.strip()] or [*STAGES, "analyze"]
-    M.check(all(s in [*STAGES, "analyze"] for s in only), f"--only {cfg.only!r}: stages are "
-                                                            f"{', '.join([*STAGES, 'analyze'])}")
+    stages = [*STAGES, "analyze"]
+    only = [s.strip() for s in cfg.only.split(",") if s.strip()] or stages
+    M.check(set(only) <= set(stages), f"--only {cfg.only!r}: stages are {', '.join(stages)}")
     out = Path(cfg.out).resolve()  # the stages run in the repository root
     out.mkdir(parents=True, exist_ok=True)
     minutes = {}
     for name, cmd in STAGES.items():
         folder = out / name
-        if name not in only or (folder / "summary.json").exists():
-            continue
-        M.say(f"[reproduce] stage {name}")
-        minutes[name] = run_stage([*cmd, "--out", str(folder), "--seed", str(cfg.seed),
-                                   "--resume"], out / f"{name}.log")
+        if name in only and not (folder / "summary.json").exists():
+            M.say(f"[reproduce] stage {name}")
+            minutes[name] = run_stage([*cmd, "--out", str(folder), "--seed", str(cfg.seed),
+                                       "--resume"], out / f"{name}.log")
     if "analyze" in only:
         minutes["analyze"] = run_stage(["analyze.py", "--runs", *[str(out / s) for s in STAGES],
                                         "--out", str(out / "analysis"), "--seed", str(cfg.seed)],
