@@ -385,10 +385,9 @@ def pad_left(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tenso
 
 def eos_ids(model, tok) -> list[int]:
     """Every token id that ends a response: the tokenizer's EOS and the generation config's."""
-    ids = {tok.eos_token_id}
     e = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(e if isinstance(e, (list, tuple)) else [e])
-    return sorted(i for i in ids if i is not None)
+    ids = {tok.eos_token_id, *(e if isinstance(e, (list, tuple)) else [e])}
+    return sorted(ids - {None})
 
 
 @torch.no_grad()
@@ -518,8 +517,8 @@ def sample(model, tok, prompts: list[str], n: int = 1, temperature: float = 1.0,
     texts = tok.batch_decode([resp[i, :lengths[i]].tolist() for i in range(len(rows))],
                              skip_special_tokens=True)
     for i, text in enumerate(texts):  # cut what a multi-character token wrote after a stop
-        texts[i] = text[:min((text.find(s) + len(s) for s in stop if s in text),
-                             default=len(text))]
+        cut = min((text.find(s) + len(s) for s in stop if s in text), default=None)
+        texts[i] = text if cut is None else text[:cut]
     return Rollout(input_ids=torch.cat([prompt_ids, resp], 1).to(dev),            # [N, P+T]
                    attention_mask=torch.cat([prompt_mask, response_mask.long()], 1).to(dev),
                    prompt_len=prompt_ids.shape[1], response_mask=response_mask.to(dev),
@@ -552,11 +551,11 @@ def forward_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
                      entropy_grad: bool = False):
     """Per-token log-probs and entropies of the response tokens (the last T columns of
     input_ids [B, P+T]) under logits / temperature, in the caller's grad mode (the entropy's
-    only with `entropy_grad`): (logp [B, T], entropy [B, T] or None), meaningless off the
-    response mask. A micro-batch's fp32 logits (8 x 1024 x 151,936 is 5 GiB, and as much again
-    for log_softmax and the entropy) are never all alive: the output layer runs on chunks of at
-    most LOGIT_CHUNK logits, each checkpointed, so the backward recomputes one chunk at a time.
-    (Models that scale or cap their logits after the output layer, like Gemma 2, take the
+    gradient only with `entropy_grad`): (logp [B, T], entropy [B, T] or None), meaningless off
+    the response mask. A micro-batch's fp32 logits (8 x 1024 x 151,936 is 5 GiB, and as much
+    again for log_softmax and the entropy) are never all alive: the output layer runs on chunks
+    of at most LOGIT_CHUNK logits, each checkpointed, so the backward recomputes one chunk at a
+    time. (Models that scale or cap their logits after the output layer, like Gemma 2, take the
     direct path.)"""
     pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)                         # [B, P+T]
     T = input_ids.shape[1] - prompt_len
@@ -589,10 +588,9 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
 def read_jsonl(path, what: str = "", numbered: bool = False) -> list:
     """The JSON objects of a .jsonl file, one per non-blank line (with `numbered`, as (line
     number, object) pairs); a missing file or a malformed line exits naming file and line."""
-    p = Path(path)
-    check(p.is_file(), f"{what}{path}: file not found")
+    check(Path(path).is_file(), f"{what}{path}: file not found")
     rows = []
-    with open(p, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8") as fh:
         for i, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -672,9 +670,7 @@ class RunDir:
     def truncate(self, step: int) -> None:
         """Drop the log lines written after `step` (they are written again after a resume; a
         line cut short by a crash can only be one of them)."""
-        for p in (self.path / f for f in self.logs):
-            if not p.exists():
-                continue
+        for p in filter(Path.exists, (self.path / f for f in self.logs)):
             keep = []
             for line in p.read_text().splitlines():
                 with contextlib.suppress(json.JSONDecodeError):
