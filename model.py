@@ -359,6 +359,7 @@ class Rollout:
     finished: torch.Tensor         # [N] bool: ended by EOS or a stop string, not by the cap
     lengths: torch.Tensor          # [N] response tokens
     prompt_index: list[int] = field(default_factory=list)
+    host_syncs: int = 0            # times the sampler waited for the device (bench/gpu.py)
 
     def __len__(self):
         return len(self.texts)
@@ -400,7 +401,7 @@ def _sample_chunk(model, tok, prompt_ids, n, temperature, top_p, max_new_tokens,
     where a wait per token costs more than decoding a few tokens of padding past the end). At a
     look, stop strings are searched at every position since the last one (a row is cut where
     its first stop string ends) and rows are dropped once a quarter have finished (at once with
-    sync_every=1). Returns (tokens, log-probs, entropies, lengths, finished)."""
+    sync_every=1). Returns (tokens, log-probs, entropies, lengths, finished, host syncs)."""
     from transformers import DynamicCache
 
     dev = next(model.parameters()).device
@@ -418,7 +419,7 @@ def _sample_chunk(model, tok, prompt_ids, n, temperature, top_p, max_new_tokens,
     rows = torch.arange(B, device=dev)           # original row of each row still in the batch
     alive = torch.ones(B, dtype=torch.bool, device=dev)  # not finished, per batch row
     was_alive = alive.clone()                             # ... at the last look
-    cache, last = DynamicCache(config=model.config), -1
+    cache, syncs, last = DynamicCache(config=model.config), 0, -1
     pos = (mask.cumsum(-1) - 1).clamp(min=0)                                   # [B/n, P]
     logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
                    logits_to_keep=1, **{kv: cache}).logits[:, -1, :]           # [B/n, V]
@@ -447,6 +448,7 @@ def _sample_chunk(model, tok, prompt_ids, n, temperature, top_p, max_new_tokens,
         done = torch.isin(tok_t, stop_ids_t) & alive                           # [b]
         look = sync_every == 1 or (t + 1) % sync_every == 0 or t == max_new_tokens - 1
         if max_stop and look:  # stop strings at every position since the last look
+            syncs += 1
             lo = max(0, last + 2 - max_stop)
             seg, live = out[rows, lo:t + 1].tolist(), was_alive.tolist()
             spots = [(r, j) for r in range(len(seg)) if live[r] for j in range(last + 1, t + 1)]
@@ -467,7 +469,7 @@ def _sample_chunk(model, tok, prompt_ids, n, temperature, top_p, max_new_tokens,
         if t == max_new_tokens - 1:
             break
         if look:
-            last = t
+            last, syncs = t, syncs + 1
             keep = alive.nonzero().squeeze(-1)                                 # [b'] (a sync)
             if keep.numel() == 0:
                 break
@@ -480,7 +482,7 @@ def _sample_chunk(model, tok, prompt_ids, n, temperature, top_p, max_new_tokens,
         logits = model(input_ids=tok_t[:, None], attention_mask=mask, position_ids=next_pos,
                        use_cache=True, **{kv: cache}).logits[:, -1, :]         # [b, V]
         next_pos = next_pos + 1
-    return out.cpu(), out_logp.cpu(), out_ent.cpu(), lengths.cpu(), finished.cpu()
+    return out.cpu(), out_logp.cpu(), out_ent.cpu(), lengths.cpu(), finished.cpu(), syncs
 
 
 def sample(model, tok, prompts: list[str], n: int = 1, temperature: float = 1.0,
@@ -509,7 +511,7 @@ def sample(model, tok, prompts: list[str], n: int = 1, temperature: float = 1.0,
                                 16 if dev.type == "cuda" else 1)
                   for c in range(0, len(enc), per_chunk)]
     model.train(was_training)
-    resp, logp, ent, lengths, finished = (torch.cat(c) for c in zip(*chunks))
+    resp, logp, ent, lengths, finished = (torch.cat(c) for c in list(zip(*chunks))[:5])
     T = max(int(lengths.max()), 1)
     resp, logp, ent = resp[:, :T], logp[:, :T], ent[:, :T]                      # [N, T]
     response_mask = (torch.arange(T)[None, :] < lengths[:, None]).float()      # [N, T]
@@ -524,7 +526,8 @@ def sample(model, tok, prompts: list[str], n: int = 1, temperature: float = 1.0,
                    prompt_len=prompt_ids.shape[1], response_mask=response_mask.to(dev),
                    old_logp=(logp * response_mask).to(dev), entropy=(ent * response_mask).to(dev),
                    texts=texts, finished=finished, lengths=lengths,
-                   prompt_index=[i for i in range(len(prompts)) for _ in range(n)])
+                   prompt_index=[i for i in range(len(prompts)) for _ in range(n)],
+                   host_syncs=sum(c[5] for c in chunks))
 
 
 def entropy_from_logits(z: torch.Tensor) -> torch.Tensor:

@@ -498,3 +498,16 @@ def test_rundir_claim_refuses_or_starts_over(tmp_path):
     run.claim(resume=True)                        # nothing saved: start over
     assert not (run.path / "metrics.jsonl").exists() and not (run.path / "tasks.jsonl").exists()
     assert (run.path / "notes.txt").exists()      # not a log of the run
+
+
+def test_sample_counts_its_host_syncs(micro_policy):
+    """On a CPU the host looks after every token: one wait per decode step (6 tokens forced,
+    the last step ends the loop before its look, so 5 per decoding batch), plus one per step
+    for the stop-string search when there are stop strings (6 more). bench/gpu.py reports it."""
+    _, model, tok = micro_policy
+    prompts = ["ab", "cd", "ef"]
+    plain = M.sample(model, tok, prompts, max_new_tokens=6, min_new_tokens=6, batch_size=2)
+    assert plain.host_syncs == 2 * 5  # batch_size 2 → two decoding batches
+    stops = M.sample(model, tok, prompts, max_new_tokens=6, min_new_tokens=6, batch_size=4,
+                     stop=["\u2603"])
+    assert stops.host_syncs == 5 + 6
