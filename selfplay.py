@@ -647,9 +647,11 @@ def main(cfg: Config) -> dict:
         m0 = seed_buffers(S)
         m0.update(evaluate(0), **{f"buffer/{t}": len(S.buffers[t]) for t in T.TASK_TYPES})
         run.log(0, m0)
-        M.say(f"[selfplay] seeded the buffers in {m0['seed/rounds']} rounds (valid-proposal rate "
-              f"{m0['seed/valid_rate']:.2f}) | base held-out accuracy (greedy) "
-              f"{m0['eval/accuracy']:.3f} ± {m0['eval/se']:.3f}")
+        how = f"from {cfg.seed_tasks}" if not m0["seed/rounds"] else \
+            f"in {m0['seed/rounds']} rounds (valid-proposal rate {m0['seed/valid_rate']:.2f})"
+        M.say(f"[selfplay] seeded the buffers {how}: "
+              f"{', '.join(f'{t} {len(S.buffers[t])}' for t in S.types)} tasks | base held-out "
+              f"accuracy (greedy) {m0['eval/accuracy']:.3f} ± {m0['eval/se']:.3f}")
     for step in M.progress(range(start + 1, cfg.steps + 1), "self-play", initial=start,
                            total=cfg.steps):
         M.reset_peak_memory(model.device)
