@@ -53,9 +53,8 @@ def build_char_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {t: i for i, t in enumerate(["<pad>", "<bos>", "<eos>", "<unk>"])}
-    for c in sorted(set(string.printable) - set("\x0b\x0c\r")):
-        vocab.setdefault(c, len(vocab))
+    chars = sorted(set(string.printable) - set("\x0b\x0c\r"))
+    vocab = {t: i for i, t in enumerate(["<pad>", "<bos>", "<eos>", "<unk>", *chars])}
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
     tk.decoder = decoders.Fuse()
@@ -180,8 +179,9 @@ def main(cfg: Config) -> dict:
     t_train = time.time()
     for step in M.progress(range(cfg.steps), "pretrain"):
         batch = data[order[(torch.arange(cfg.batch_size) + step * cfg.batch_size) % len(data)]]
+        lr = M.lr_at(step, cfg.lr, cfg.warmup, cfg.steps, decay_to=0.1)
         for group in opt.param_groups:
-            group["lr"] = M.lr_at(step, cfg.lr, cfg.warmup, cfg.steps, decay_to=0.1)
+            group["lr"] = lr
         with torch.autocast("cpu", dtype=torch.bfloat16):  # about 2x faster on AMX CPUs
             loss = model(input_ids=batch, labels=batch).loss                  # batch: [B, C]
         opt.zero_grad(set_to_none=True)
@@ -189,9 +189,8 @@ def main(cfg: Config) -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if (step + 1) % 100 == 0 or step + 1 == cfg.steps:
-            M.say(f"[pretrain] step {step + 1}/{cfg.steps} | loss {loss.item():.3f} | lr "
-                  f"{M.lr_at(step, cfg.lr, cfg.warmup, cfg.steps, decay_to=0.1):.2e} | "
-                  f"{time.time() - t_train:.0f}s")
+            M.say(f"[pretrain] step {step + 1}/{cfg.steps} | loss {loss.item():.3f} | lr {lr:.2e}"
+                  f" | {time.time() - t_train:.0f}s")
     model.eval()
     model.save_pretrained(cfg.out)
     tok.save_pretrained(cfg.out)

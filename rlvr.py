@@ -52,8 +52,7 @@ def check_pg(cfg: PG) -> None:
                                        f"{', '.join(LOSS_AGGS)}")
     M.check(cfg.temperature > 0, f"--temperature must be > 0 for training, got {cfg.temperature}")
     M.check((cfg.micro_batch is None or cfg.micro_batch >= 1) and cfg.sample_batch >= 1
-            and cfg.save_every >= 1,
-            "--micro-batch, --sample-batch and --save-every must be >= 1")
+            and cfg.save_every >= 1, "--micro-batch, --sample-batch and --save-every must be >= 1")
     M.check(cfg.lr is None or cfg.lr > 0, f"--lr must be > 0, got {cfg.lr}")
 
 
@@ -130,18 +129,17 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
     if entropy is not None and entropy_coef:
         per_token = per_token - entropy_coef * entropy
     summed = per_token * mask                                                  # [B, T]
+    n = mask.shape[0] if total is None else total  # sequences (seq_mean, constant)
     if agg == "token_mean":
         loss = summed.sum() / max(float(mask.sum() if total is None else total), 1.0)
     elif agg == "seq_mean":
-        n = mask.shape[0] if total is None else total
         loss = (summed.sum(-1) / mask.sum(-1).clamp(min=1)).sum() / max(float(n), 1.0)
     else:
-        n = mask.shape[0] if total is None else total
         loss = summed.sum() / max(float(n) * (constant_len or mask.shape[1]), 1.0)
     with torch.no_grad():
         ntok = max(float(mask.sum()), 1.0)
-        stats = {"clip_frac": float((((ratio < 1 - clip_low) & (A < 0)) | ((ratio > 1 + clip_high)
-                                     & (A > 0))).to(mask.dtype).mul(mask).sum()) / ntok,
+        was_clipped = ((ratio < 1 - clip_low) & (A < 0)) | ((ratio > 1 + clip_high) & (A > 0))
+        stats = {"clip_frac": float((was_clipped.to(mask.dtype) * mask).sum()) / ntok,
                  "kl": float((kl * mask).sum()) / ntok if kl is not None else 0.0,
                  "tokens": float(mask.sum())}
     return loss, stats
@@ -188,18 +186,14 @@ def _autocast(model, enabled: bool):
 
 def update_policy(model, optimizer, experiences: list[Experience], cfg: PG, ref_model=None,
                   constant_len: int = 0) -> dict:
-    """One on-policy update on a rollout batch: every row of every experience in micro-batches
-    of `cfg.micro_batch` with gradient accumulation, the loss denominators (tokens or sequences)
-    those of the whole batch, so micro-batching never changes the gradient; then the grad-norm
-    clip and one optimizer step (skipped, and counted, if the norm is not finite).
-
-    The policy that sampled is the policy being differentiated, so old_logp := logp.detach():
-    the ratio is exactly 1 and the gradient is the plain policy gradient A·∇logp (GRPO-Zero,
-    TRL with num_iterations=1). The sampler's own log-probs come from the fp32 KV-cache path; their
-    largest difference to the training forward is logged (`logp_mismatch_max`). Rows whose
-    advantage is exactly 0 add exactly zero gradient when there is no KL or entropy term, so they
-    are not forwarded (but still counted in the denominators). loss_agg "constant" without a
-    length divides by the widest response of the whole batch."""
+    """One on-policy update on a rollout batch: micro-batches of `cfg.micro_batch` rows with
+    gradient accumulation, the loss denominators (tokens or sequences; "constant" without a
+    length: the widest response) those of the whole batch, so micro-batching never changes the
+    gradient; then the grad-norm clip and one optimizer step (skipped, and counted, if the norm
+    is not finite). old_logp := logp.detach(): the ratio is exactly 1 and the gradient the plain
+    A·∇logp (GRPO-Zero, TRL num_iterations=1); the sampler's fp32 KV-cache log-probs are only
+    compared (`logp_mismatch_max`). Rows of advantage exactly 0 add zero gradient without a KL
+    or entropy term: not forwarded, but counted in the denominators."""
     M.check(not cfg.kl_coef or ref_model is not None, "update_policy: --kl-coef > 0 needs the "
                                                       "frozen reference model (ref_model)")
     exps = [e for e in experiences if len(e)]
@@ -212,8 +206,7 @@ def update_policy(model, optimizer, experiences: list[Experience], cfg: PG, ref_
     total = n_tok if cfg.loss_agg == "token_mean" else n_seq
     if cfg.loss_agg == "constant" and not constant_len:
         constant_len = int(max(float(e.response_mask.sum(-1).max()) for e in exps))
-    acc = {"loss": 0.0, "clip_frac": 0.0, "kl": 0.0, "tokens": 0.0, "mismatch": 0.0}
-    skipped = 0
+    parts, skipped = [], 0  # per micro-batch: (loss, stats, largest |logp - old_logp|)
     optimizer.zero_grad(set_to_none=True)
     model.train()
     for e in exps:
@@ -227,38 +220,36 @@ def update_policy(model, optimizer, experiences: list[Experience], cfg: PG, ref_
         size = cfg.micro_batch or len(rows) or 1  # unset: the whole batch in one micro-batch
         for i in range(0, len(rows), size):
             mb = e.select(rows[i:i + size])
+            args = (mb.input_ids, mb.attention_mask, mb.prompt_len, cfg.temperature)
             with _autocast(model, cfg.bf16):
-                logp, ent = M.forward_logprobs(model, mb.input_ids, mb.attention_mask,
-                                               mb.prompt_len, cfg.temperature,
-                                               entropy_grad=bool(cfg.entropy_coef))
+                logp, ent = M.forward_logprobs(model, *args, entropy_grad=bool(cfg.entropy_coef))
             logp, m = logp.float(), mb.response_mask                            # [b, T] each
             ref = None
             if cfg.kl_coef:
                 with torch.no_grad(), _autocast(ref_model, cfg.bf16):
-                    ref = M.forward_logprobs(ref_model, mb.input_ids, mb.attention_mask,
-                                             mb.prompt_len, cfg.temperature, False)[0].float()
+                    ref = M.forward_logprobs(ref_model, *args, False)[0].float()
             loss, st = policy_loss(logp, logp.detach(), mb.advantages, m, cfg.loss_agg, total,
                                    constant_len, ref, cfg.kl_coef, ent.float(), cfg.entropy_coef)
             loss.backward()
-            acc["loss"] += float(loss.detach())
-            acc["clip_frac"] += st["clip_frac"] * st["tokens"]
-            acc["kl"] += st["kl"] * st["tokens"]
-            acc["tokens"] += st["tokens"]
-            diff = float(((logp.detach() - mb.old_logp.float()).abs() * m).max())
-            acc["mismatch"] = max(acc["mismatch"], diff)
-    has_grad = any(p.grad is not None for p in params)  # False: every advantage was 0
-    norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))) \
-        if has_grad else 0.0
-    finite = math.isfinite(norm)
-    if has_grad and finite:  # a NaN/inf gradient would poison the weights: skip it
-        optimizer.step()
+            diff = (logp.detach() - mb.old_logp.float()).abs() * m              # [b, T]
+            parts.append((float(loss.detach()), st, float(diff.max())))
+    norm = 0.0  # stays 0 without any gradient: every advantage was 0
+    if any(p.grad is not None for p in params):
+        norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
+        if math.isfinite(norm):  # a NaN/inf gradient would poison the weights: skip it
+            optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     model.eval()
-    tok = max(acc["tokens"], 1.0)
-    return {"loss": acc["loss"], "grad_norm": norm, "clip_frac": acc["clip_frac"] / tok,
-            "kl": acc["kl"] / tok, "logp_mismatch_max": acc["mismatch"], "tokens": n_tok,
+    tok = max(sum(st["tokens"] for _, st, _ in parts), 1.0)
+
+    def mean(k):  # token mean over the forwarded micro-batches
+        return sum(st[k] * st["tokens"] for _, st, _ in parts) / tok
+
+    return {"loss": sum((loss for loss, _, _ in parts), 0.0), "grad_norm": norm,
+            "clip_frac": mean("clip_frac"), "kl": mean("kl"),
+            "logp_mismatch_max": max([0.0] + [d for _, _, d in parts]), "tokens": n_tok,
             "sequences": n_seq, "skipped_frac": skipped / n_seq,
-            "nonfinite_grad_steps": int(not finite)}
+            "nonfinite_grad_steps": int(not math.isfinite(norm))}
 
 
 # ==============================================================================================

@@ -115,10 +115,10 @@ class DataStream:
     """Endless length-bucketed micro-batches; the position alone fixes what comes next (resume)."""
 
     def __init__(self, examples, micro_batch: int, seed: int, position: int = 0):
-        self.examples, self.micro_batch, self.seed, self.position = examples, micro_batch, seed, position
+        self.examples, self.micro_batch, self.seed = examples, micro_batch, seed
+        self.position, self._epoch, self._plan = position, -1, []
         self.lengths = [len(p) + len(r) for p, r in examples]
         self.per_epoch = math.ceil(len(examples) / micro_batch)
-        self._epoch, self._plan = -1, []
 
     def next(self):
         epoch, j = divmod(self.position, self.per_epoch)
@@ -197,9 +197,6 @@ def main(cfg: Config) -> dict:
         M.enable_grad_checkpointing(model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
     start, extra = run.resume(model, opt) if cfg.resume else (0, {})
-    if start == 0:
-        run.write_config({**dataclasses.asdict(cfg), "model": M.resolve_model(cfg.model),
-                          "script": "sft.py", "style": style, "n_examples": len(examples)})
     stream = DataStream(examples, cfg.micro_batch, cfg.seed, int(extra.get("micro_batches", 0)))
     M.say(f"[sft] {M.resolve_model(cfg.model)} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M"
           f" params, {style} preset {preset}, {model.device}) → {run.path} | {cfg.steps} steps of "
@@ -219,6 +216,8 @@ def main(cfg: Config) -> dict:
         return {**T.accuracy(res), "entropy": M.masked_mean(ro.entropy.float(), ro.response_mask)}
 
     if start == 0:
+        run.write_config({**dataclasses.asdict(cfg), "model": M.resolve_model(cfg.model),
+                          "script": "sft.py", "style": style, "n_examples": len(examples)})
         m = evaluate(0)
         run.log(0, m)
         M.say(f"[sft] base held-out accuracy (greedy) {m['eval/accuracy']:.3f} ± {m['eval/se']:.3f}"
