@@ -52,7 +52,7 @@ class Run:
     style: str = "auto"            # prompt format: auto (toy for the toy tokenizer, else azr) | toy | azr
     device: str = "auto"           # auto (cuda if available) | cpu | cuda[:N]
     dtype: str = "auto"            # weight dtype: auto (float32; bf16 autocast on CUDA) | float32 | bfloat16
-    bf16: bool = True              # bf16 autocast for the update's forward and backward
+    bf16: bool = True              # bf16 autocast for the update's forward and backward (CUDA)
     micro_batch: int | None = None  # sequences per forward/backward (the gradient does not depend on it); unset: fit --gpu-memory
     gpu_memory: float | None = None  # GiB an update may use (default: the card's); sets --micro-batch and --grad-checkpointing when unset
     sample_batch: int = 64         # sequences sampled together

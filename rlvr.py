@@ -180,8 +180,10 @@ class Experience:
 
 
 def _autocast(model, enabled: bool):
-    return torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16,
-                          enabled=enabled)
+    # CUDA only, as model.sample samples: on a CPU both run in the weights' precision, so the
+    # update differentiates the very log-probs the sampler drew from (bf16 there: ~0.3 nats off)
+    dev = next(model.parameters()).device.type
+    return torch.autocast(dev, dtype=torch.bfloat16, enabled=enabled and dev == "cuda")
 
 
 def update_policy(model, optimizer, experiences: list[Experience], cfg: PG, ref_model=None,

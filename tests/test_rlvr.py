@@ -793,3 +793,11 @@ def test_help_documents_every_flag_grouped(capsys):
     assert "GRPO on math:" in text and "answers sampled per prompt" in text
     cfg = M.parse_flags(rlvr.Config, ["--steps", "3", "--no-bf16", "--kl-coef", "0.1"])
     assert cfg.steps == 3 and cfg.bf16 is False and cfg.kl_coef == 0.1 and cfg.lr is None
+
+
+def test_default_bf16_autocast_is_cuda_only_so_cpu_update_matches_the_sampler(micro_policy):
+    """The sampler autocasts on CUDA only; so must the update, or on a CPU it differentiates
+    log-probs other than those the sampler drew (bf16 autocast there: 0.04-0.3 nats off)."""
+    path, model, tok = micro_policy
+    _, st, _ = _step(path, _experiences(model, tok), bf16=True)
+    assert st["logp_mismatch_max"] < 1e-4
