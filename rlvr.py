@@ -179,13 +179,6 @@ class Experience:
                           self.advantages[idx])
 
 
-def _autocast(model, enabled: bool):
-    # CUDA only, as model.sample samples: on a CPU both run in the weights' precision, so the
-    # update differentiates the very log-probs the sampler drew from (bf16 there: ~0.3 nats off)
-    dev = next(model.parameters()).device.type
-    return torch.autocast(dev, dtype=torch.bfloat16, enabled=enabled and dev == "cuda")
-
-
 def update_policy(model, optimizer, experiences: list[Experience], cfg: PG, ref_model=None,
                   constant_len: int = 0) -> dict:
     """One on-policy update on a rollout batch: micro-batches of `cfg.micro_batch` rows with
@@ -223,12 +216,12 @@ def update_policy(model, optimizer, experiences: list[Experience], cfg: PG, ref_
         for i in range(0, len(rows), size):
             mb = e.select(rows[i:i + size])
             args = (mb.input_ids, mb.attention_mask, mb.prompt_len, cfg.temperature)
-            with _autocast(model, cfg.bf16):
+            with M.bf16_autocast(model, cfg.bf16):
                 logp, ent = M.forward_logprobs(model, *args, entropy_grad=bool(cfg.entropy_coef))
             logp, m = logp.float(), mb.response_mask                            # [b, T] each
             ref = None
             if cfg.kl_coef:
-                with torch.no_grad(), _autocast(ref_model, cfg.bf16):
+                with torch.no_grad(), M.bf16_autocast(ref_model, cfg.bf16):
                     ref = M.forward_logprobs(ref_model, *args, False)[0].float()
             loss, st = policy_loss(logp, logp.detach(), mb.advantages, m, cfg.loss_agg, total,
                                    constant_len, ref, cfg.kl_coef, ent.float(), cfg.entropy_coef)

@@ -407,20 +407,22 @@ def solve(S: Session, step: int):
 def seed_from_file(S: Session, path: str) -> tuple[list, list]:
     """--seed-tasks: rows {program, input} (or CRUXEval's {code, input}) seed D_ded = D_abd, rows
     {program, inputs, message} D_ind, validated as proposals; a bad row exits naming its line."""
-    seed, ind = [], []
+    seed, ind, tasks = [], [], []
     for line, row in M.read_jsonl(path, "--seed-tasks ", numbered=True):
         prog, inputs = row.get("program") or row.get("code"), row.get("inputs")
-        where = f"--seed-tasks {path}, line {line}"
         M.check(isinstance(prog, str) and ("input" in row or inputs and "message" in row),
-                f"{where}: expected program + input (or program + inputs + message)")
-        task = {"type": "induction" if inputs else "deduction", "program": prog}
+                f"--seed-tasks {path}, line {line}: expected program + input (or program + "
+                f"inputs + message)")
+        task = {"type": "induction" if inputs else "deduction", "program": prog, "line": line}
         task.update({"inputs": [str(i) for i in inputs], "message": row["message"]} if inputs
                     else {"input": str(row["input"])})
-        bad = run_tasks([task], S.cfg.exec_timeout)[0]
+        tasks.append(task)
+    for task, bad in zip(tasks, run_tasks(tasks, S.cfg.exec_timeout)):  # one sandbox batch
+        where = f"--seed-tasks {path}, line {task.pop('line')}"
         M.check(bad is None, f"{where}: not a valid task ({bad.error if bad else ''})")
         M.check(task["valid"], f"{where}: all outputs are equal (a constant function teaches "
                                f"nothing)")
-        add_to_buffer(ind if inputs else seed, as_task(task), 0)
+        add_to_buffer(ind if "inputs" in task else seed, as_task(task), 0)
     return seed, ind
 
 

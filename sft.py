@@ -148,11 +148,10 @@ def accumulate_grads(model, micro_batches, pad_id: int, bf16: bool = False) -> d
     response-token count, so the summed gradient is that of the step's token mean."""
     n_total = sum(len(r) for mb in micro_batches for _, r in mb)
     dev = next(model.parameters()).device
-    autocast = bf16 and dev.type == "cuda" and next(model.parameters()).dtype == torch.float32
     loss_sum, correct = 0.0, 0
     for mb in micro_batches:
         ids, mask, labels = (t.to(dev) for t in collate(mb, pad_id))          # [b, L] each
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
+        with M.bf16_autocast(model, bf16):
             logits = model(input_ids=ids, attention_mask=mask).logits         # [b, L, V]
         loss, c, _ = sft_loss(logits, labels, n_total)
         loss.backward()

@@ -241,8 +241,7 @@ def phase_sampling(model, tok, sz: dict, dev, seed: int) -> dict:
 
     def generate(ps):
         rows, made = [p for p in ps for _ in range(n)], 0
-        # the bf16 autocast over fp32 weights that M.sample applies on CUDA
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+        with M.bf16_autocast(model):  # the precision M.sample samples in
             for i in range(0, len(rows), batch):
                 enc = tok(rows[i:i + batch], return_tensors="pt", padding=True).to(dev)
                 out = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
